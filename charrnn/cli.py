@@ -1,0 +1,581 @@
+"""The `charrnn` command: a thin Typer adapter over the library, and the only module that prints.
+
+stdout carries only the product (sampled text, or a report when asked for one);
+progress, tables and colour go to stderr. A user's mistake ends in one line on stderr
+and exit code 2, with nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from charrnn import __version__, checkpoint, corpus, data
+from charrnn import sample as sampling
+from charrnn import tokenizer as tokenizers
+from charrnn.model import ModelConfig, RNNLanguageModel, count_parameters
+from charrnn.train import TrainConfig, evaluate, fit, recipe
+
+app = typer.Typer(
+    help="Train recurrent language models on any text, sample from them, look inside them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: one line on stderr, exit code 2."""
+
+
+@contextmanager
+def user_errors():
+    """Turn every error the user can cause into one line on stderr and exit code 2."""
+    try:
+        yield
+    except (UsageError, corpus.CorpusError, checkpoint.CheckpointError, ValueError) as e:
+        typer.echo(f"charrnn: error: {e}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def parse_duration(text: str) -> float:
+    """'90' or '90s' -> 90.0, '3m' -> 180.0, '1h30m' -> 5400.0 seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "": 1}
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)\s*([hms]?)\s*)+", text or "")
+    if not parts:
+        raise typer.BadParameter(f"{text!r} is not a duration (examples: 90s, 3m, 1h30m)")
+    seconds = sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)\s*([hms]?)", text))
+    if seconds <= 0:
+        raise typer.BadParameter(f"{text!r} is not a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{h}h" if h else "") + (f"{m}m" if m or h else "") + f"{s}s"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise typer.BadParameter(f"{name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"{name}: CUDA is not available on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"{name!r}: charrnn runs on cpu or cuda")
+    return device
+
+
+# Options shared by several commands, defined once.
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+Glob = Annotated[str, typer.Option(help="Which files to read from folders.")]
+EncodingErrors = Annotated[
+    str, typer.Option(help="strict: stop at invalid UTF-8; replace: read it as U+FFFD.")
+]
+Run = Annotated[Path, typer.Argument(help="A run directory made by `charrnn train`.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
+
+
+def check_encoding_errors(value: str) -> str:
+    if value not in ("strict", "replace"):
+        raise typer.BadParameter(f"--encoding-errors must be strict or replace, not {value!r}")
+    return value
+
+
+# train ---------------------------------------------------------------------------------
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: training saves last/ at the next step and exits 130/143.
+    A second signal stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def handle(self, signum, frame):
+        if self.signum is not None:
+            raise SystemExit(128 + signum)
+        self.signum = signum
+
+    @contextmanager
+    def installed(self):
+        old = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+MODEL_FLAGS = ("cell", "layers", "hidden", "embedding", "dropout", "tie_weights")
+
+
+def model_and_train_configs(opts: dict, vocab_size: int, device: torch.device):
+    """Fill options left unset from the device's recipe; return (model, train) configs."""
+    defaults = recipe(device)
+    given = {k: v for k, v in opts.items() if v is not None}
+    if not any(k in given for k in ("steps", "epochs", "time_budget")):
+        given["time_budget"] = defaults["time_budget"]
+    merged = {**{k: v for k, v in defaults.items() if k != "time_budget"}, **given}
+    model_fields = {k: merged.pop(k) for k in MODEL_FLAGS if k in merged}
+    return ModelConfig(vocab_size=vocab_size, **model_fields), TrainConfig(**merged)
+
+
+def describe(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device) -> str:
+    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
+    duration = (
+        f"--steps {train_cfg.steps}" if train_cfg.steps else
+        f"--epochs {train_cfg.epochs:g}" if train_cfg.epochs else
+        f"--time-budget {format_duration(train_cfg.time_budget)}"
+    )  # fmt: skip
+    return (
+        f"charrnn {__version__} on {device}{threads}: --cell {model_cfg.cell} "
+        f"--layers {model_cfg.layers} --hidden {model_cfg.hidden} "
+        f"--embedding {model_cfg.embedding} "
+        f"--dropout {model_cfg.dropout:g} --batch-size {train_cfg.batch_size} "
+        f"--seq-len {train_cfg.seq_len} --lr {train_cfg.lr:g} {duration} "
+        f"(defaults for {device.type}; flags override)"
+    )
+
+
+def default_run_dir(sources: list[str], cell: str) -> Path:
+    name = Path(sources[0]).stem if sources else "python"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("checkpoints") / f"{name or 'corpus'}-{cell}-{stamp}"
+
+
+def encode_corpus(tok, text: str):
+    """Token ids of the corpus, with <eos> first: every text, and every sample, starts from it."""
+    import numpy as np
+
+    return np.concatenate([np.array([tok.eos_id], dtype=np.int32), tok.encode(text)])
+
+
+def fit_batch_size(train_cfg: TrainConfig, n_train: int, n_val: int) -> tuple[TrainConfig, str]:
+    """Shrink the batch for a small corpus (returning a note that says so); refuse a corpus
+    too small to train on."""
+    most = data.max_batch_size(n_train, train_cfg.seq_len)
+    if most < 1 or n_val < 2:
+        raise UsageError(
+            f"the corpus is too small: {n_train} training and {n_val} validation tokens "
+            f"cannot fill one window of --seq-len {train_cfg.seq_len}; give more text or a "
+            "shorter --seq-len"
+        )
+    if most < train_cfg.batch_size:
+        note = (
+            f"note: the corpus fills only {most} streams of --seq-len {train_cfg.seq_len}; "
+            f"using --batch-size {most} instead of {train_cfg.batch_size}"
+        )
+        return TrainConfig(**{**train_cfg.to_dict(), "batch_size": most}), note
+    return train_cfg, ""
+
+
+@app.command()
+def train(
+    sources: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="[CORPUS]...", help="Files, folders, or `python` (the default)."),
+    ] = None,
+    glob: Glob = "*",
+    encoding_errors: EncodingErrors = "strict",
+    cell: Annotated[Optional[str], typer.Option(help="lstm | gru | rnn")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.")] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Units per layer.")] = None,
+    embedding: Annotated[Optional[int], typer.Option(help="Token embedding size.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers.")] = None,
+    tie_weights: Annotated[
+        Optional[bool],
+        typer.Option("--tie-weights/--no-tie-weights", help="Share embedding and decoder."),
+    ] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per BPTT window.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams of text.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warmup steps.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay.")] = None,
+    grad_clip: Annotated[
+        Optional[float], typer.Option(help="Clip the gradient norm (0: off).")
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Train for this many steps.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Train for this many passes.")] = None,
+    time_budget: Annotated[
+        Optional[str],
+        typer.Option(help="Train for this long: 90s, 3m, 1h (evaluations not counted)."),
+    ] = None,
+    eval_every: Annotated[
+        Optional[int], typer.Option(help="Evaluate and save every N steps.")
+    ] = None,
+    val_frac: Annotated[
+        Optional[float], typer.Option(help="Last part of the text held out.")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for everything random.")] = None,
+    device: Device = "auto",
+    run_dir: Annotated[Optional[Path], typer.Option(help="Where to save the run.")] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue the run in this directory.")
+    ] = None,
+):
+    """Train a model on CORPUS and save it in a run directory."""
+    dev = resolve_device(device)
+    check_encoding_errors(encoding_errors)
+    budget = parse_duration(time_budget) if time_budget is not None else None
+    given = dict(
+        cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout,
+        tie_weights=tie_weights, seq_len=seq_len, batch_size=batch_size, lr=lr,
+        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, steps=steps,
+        epochs=epochs, time_budget=budget, eval_every=eval_every, val_frac=val_frac, seed=seed,
+    )  # fmt: skip
+    if sum(v is not None for v in (steps, epochs, budget)) > 1:
+        raise typer.BadParameter("give one of --steps, --epochs, --time-budget")
+    with user_errors():
+        if resume is not None:
+            if run_dir is not None and run_dir != resume:
+                raise UsageError("--resume names the run directory; leave out --run-dir")
+            setup = resume_run(resume, sources or [], glob, encoding_errors, given, dev)
+        else:
+            setup = new_run(sources or [], glob, encoding_errors, given, dev, run_dir)
+        model, tok, train_cfg, train_ids, val_ids, out, saved = setup
+        stop = StopFlag()
+        with stop.installed():
+            reports = fit(model, tok, train_ids, val_ids, train_cfg, dev, out, saved, stop)
+            last = render_training(reports, train_cfg)
+    if last is not None and last.kind == "stopped":
+        err.print(
+            f"stopped by signal; last/ saved in {out}; continue with: charrnn train --resume {out}"
+        )
+        raise typer.Exit(128 + stop.signum)
+    render_summary(out, last)
+
+
+def new_run(sources, glob, encoding_errors, given, dev, run_dir):
+    text = corpus.read(sources, glob, encoding_errors)
+    tok = tokenizers.fit("char", text.text)
+    ids = encode_corpus(tok, text.text)
+    model_cfg, train_cfg = model_and_train_configs(given, tok.vocab_size, dev)
+    train_ids, val_ids = data.split(ids, train_cfg.val_frac)
+    train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids))
+    out = run_dir or default_run_dir(sources, model_cfg.cell)
+    if (out / checkpoint.CONFIG).exists():
+        raise UsageError(
+            f"{out} already holds a run; continue it with --resume {out} or pick another --run-dir"
+        )
+    err.print(describe(model_cfg, train_cfg, dev))
+    if note:
+        err.print(note, style="yellow")
+    err.print(
+        f"corpus: {', '.join(sources) or 'python (the standard library)'}: "
+        f"{len(text.files)} files, "
+        f"{text.chars:,} chars, {tok.vocab_size} tokens in the vocabulary; "
+        f"{len(train_ids):,} train / {len(val_ids):,} val tokens"
+    )
+    torch.manual_seed(train_cfg.seed)
+    model = RNNLanguageModel(model_cfg).to(dev)
+    config = {
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size},
+        "corpus": {
+            "sources": sources, "glob": glob, "encoding_errors": encoding_errors,
+            "files": len(text.files), "chars": text.chars, "sha256": text.sha256,
+        },
+        "versions": {
+            "charrnn": __version__, "torch": torch.__version__,
+            "python": sys.version.split()[0],
+        },
+        "step": 0, "best_val_loss": None, "best_step": None,
+    }  # fmt: skip
+    checkpoint.create_run(out, config, tok)
+    return model, tok, train_cfg, train_ids, val_ids, out, None
+
+
+def resume_run(run: Path, sources, glob, encoding_errors, given, dev):
+    config = checkpoint.read_config(run)
+    tok = checkpoint.load_tokenizer(run, config)
+    saved_model, saved_train = config["model"], config["train"]
+    for name, value in given.items():
+        if name in ("steps", "epochs", "time_budget") or value is None:
+            continue
+        stored = saved_model.get(name, saved_train.get(name))
+        if stored != value:
+            raise UsageError(
+                f"--{name.replace('_', '-')} {value} differs from the run's {stored}; a resumed "
+                "run keeps its settings (start a new run to change them)"
+            )
+    duration = {k: given[k] for k in ("steps", "epochs", "time_budget")}
+    if any(v is not None for v in duration.values()):
+        saved_train = {**saved_train, **duration}  # a resumed run may be given more time
+    train_cfg = TrainConfig(**saved_train)
+    stored = config["corpus"]
+    text = corpus.read(sources or stored["sources"], stored["glob"], stored["encoding_errors"])
+    if text.sha256 != stored["sha256"]:
+        raise UsageError(
+            f"the corpus differs from the one {run} was trained on ({stored['chars']:,} chars, "
+            f"sha256 {stored['sha256'][:12]}...); resume with the same text"
+        )
+    ids = encode_corpus(tok, text.text)
+    train_ids, val_ids = data.split(ids, train_cfg.val_frac)
+    model, saved = checkpoint.load_last(run, dev)
+    if train_cfg != TrainConfig(**config["train"]):
+        checkpoint.update_config(run, {"train": train_cfg.to_dict()})
+    err.print(describe(model.config, train_cfg, dev).replace("(defaults", "(resumed; defaults"))
+    err.print(f"resuming {run} at step {saved['progress']['step']}")
+    return model, tok, train_cfg, train_ids, val_ids, run, saved
+
+
+def render_training(reports, train_cfg: TrainConfig):
+    """Show fit()'s reports: a progress bar, a table and a sample at each evaluation."""
+    by_time = train_cfg.time_budget is not None
+    progress = Progress(
+        TextColumn("step {task.fields[step]}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[tps]} tok/s"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    last = None
+    with progress:
+        task = progress.add_task("train", total=None, step=0, loss="-", val="-", tps="-")
+        for report in reports:
+            last = report
+            p = report.progress
+            total = train_cfg.time_budget if by_time else report.total_steps
+            fields = {
+                "step": f"{p.step}" + (f"/{report.total_steps}" if report.total_steps else "")
+            }
+            if report.loss is not None:
+                fields.update(loss=f"{report.loss:.3f}", tps=f"{report.tokens_per_sec:,.0f}")
+            if report.val is not None:
+                fields["val"] = f"{report.val.loss:.3f}"
+                progress.console.print(eval_table(report))
+                progress.console.print(
+                    Panel(
+                        Text(report.sample or ""),
+                        title=f"sample at step {p.step}",
+                        title_align="left",
+                    )
+                )
+            progress.update(task, total=total, completed=p.elapsed if by_time else p.step, **fields)
+    return last
+
+
+def eval_table(report) -> Table:
+    p = report.progress
+    table = Table(
+        title=f"step {p.step} · epoch {p.epoch + 1} · {p.tokens:,} tokens · "
+        f"{format_duration(p.elapsed)}",
+        title_justify="left",
+    )
+    for col in ("", "loss (nats/token)", "bits/char", "perplexity"):
+        table.add_column(col, justify="right")
+    for name, m in (("train", report.train), ("val", report.val)):
+        table.add_row(name, f"{m.loss:.4f}", f"{m.bpc:.4f}", f"{m.perplexity:.2f}")
+    best = (
+        "new best: saved model.safetensors"
+        if report.improved
+        else f"best {p.best_val_loss:.4f} at step {p.best_step}"
+    )
+    table.caption = best
+    return table
+
+
+def render_summary(run_dir: Path, last) -> None:
+    if last is None:
+        return
+    p = last.progress
+    best = next((m for m in checkpoint.read_metrics(run_dir) if m["step"] == p.best_step), None)
+    bpc = f", {best['val_bpc']:.4f} bits/char" if best else ""
+    err.print(
+        f"[bold]done[/]: {p.step} steps, {p.tokens:,} tokens in {format_duration(p.elapsed)} of "
+        f"training; best val loss {p.best_val_loss:.4f} nats/token{bpc} at step {p.best_step}"
+    )
+    err.print(f"saved in {run_dir}; sample with: charrnn sample {run_dir}")
+
+
+# sample --------------------------------------------------------------------------------
+
+
+@app.command()
+def sample(
+    run: Run,
+    prime: Annotated[str, typer.Option(help="Text to start from (printed first).")] = "",
+    length: Annotated[int, typer.Option(help="Tokens to generate per sample.")] = 500,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = wilder.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample among the k likeliest.")] = None,
+    top_p: Annotated[
+        Optional[float], typer.Option(help="Sample within probability mass p.")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Same seed, same text.")] = None,
+    num_samples: Annotated[int, typer.Option(help="Samples made together, one batch.")] = 1,
+    device: Device = "cpu",
+):
+    """Generate text from a trained run; the text alone goes to stdout, as it is made."""
+    with user_errors():
+        config = sampling.SampleConfig(length, temperature, top_k, top_p, num_samples)
+        dev = resolve_device(device)
+        model, tok, _ = checkpoint.load_best(run, dev)
+        unknown = tok.unknown(prime)
+        if unknown:
+            shown = " ".join(repr(c) for c in unknown[:20])
+            raise UsageError(f"--prime has characters the model has never seen: {shown}")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+        err.print(f"seed {seed}", style="dim")
+    generator = torch.Generator(dev).manual_seed(seed)
+    steps = sampling.generate(model, tok.encode(prime).tolist(), config, tok.eos_id, generator)
+    if num_samples == 1:
+        stream_one(steps, tok, prime)
+    else:
+        print_batch(steps, tok, prime, num_samples)
+
+
+def stream_one(steps, tok, prime: str) -> None:
+    out = sys.stdout
+    out.write(prime)
+    for ids, _ in steps:  # one sample: generate() ends the moment it says <eos>
+        token = ids[0].item()
+        if token != tok.eos_id:
+            out.write(tok.decode([token]))
+            out.flush()
+    out.write("\n")
+    out.flush()
+
+
+def print_batch(steps, tok, prime: str, n: int) -> None:
+    """Print each sample of a batch once it is finished, in order."""
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    finished = [False] * n
+    printed = 0
+    for ids, alive in steps:
+        for b, (token, live) in enumerate(zip(ids.tolist(), alive.tolist())):
+            if live and token != tok.eos_id:
+                tokens[b].append(token)
+            finished[b] = not live or token == tok.eos_id
+        while printed < n and finished[printed]:
+            sys.stdout.write(prime + tok.decode(tokens[printed]) + "\n")
+            sys.stdout.flush()
+            printed += 1
+    for b in range(printed, n):
+        sys.stdout.write(prime + tok.decode(tokens[b]) + "\n")
+    sys.stdout.flush()
+
+
+# info and eval -------------------------------------------------------------------------
+
+
+@app.command()
+def info(run: Run, as_json: AsJson = False):
+    """Show a run's configuration, size, progress and vocabulary."""
+    with user_errors():
+        model, tok, config = checkpoint.load_best(run)
+    metrics = checkpoint.read_metrics(run)
+    summary = {
+        "run_dir": str(run),
+        "parameters": count_parameters(model),
+        "step": config.get("step"),
+        "best_val_loss": config.get("best_val_loss"),
+        "best_step": config.get("best_step"),
+        "best_val_bpc": next(
+            (m["val_bpc"] for m in metrics if m["step"] == config.get("best_step")), None
+        ),
+        "evaluations": len(metrics),
+        "vocab_size": tok.vocab_size,
+        "model": config["model"],
+        "train": config["train"],
+        "tokenizer": config["tokenizer"],
+        "corpus": {k: v for k, v in config["corpus"].items() if k != "sha256"},
+        "versions": config.get("versions", {}),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    out = Console(highlight=False)
+    table = Table(show_header=False, box=None, title=str(run), title_justify="left")
+    m = config["model"]
+    table.add_row("model", f"{m['cell']} {m['layers']}x{m['hidden']}, embedding {m['embedding']}, "
+                  f"dropout {m['dropout']:g}{', tied' if m['tie_weights'] else ''}")  # fmt: skip
+    table.add_row("parameters", f"{summary['parameters']:,}")
+    table.add_row("steps", f"{summary['step']}")
+    if summary["best_val_loss"] is not None:
+        bpc = f", {summary['best_val_bpc']:.4f} bits/char" if summary["best_val_bpc"] else ""
+        table.add_row(
+            "best val loss",
+            f"{summary['best_val_loss']:.4f} nats/token{bpc} at step {summary['best_step']}",
+        )
+    sample_vocab = "".join(tok.decode([i]) for i in range(1, min(tok.vocab_size, 80)))
+    table.add_row(
+        "vocabulary", f"{tok.vocab_size} tokens ({config['tokenizer']['type']}): {sample_vocab!r}"
+    )
+    c = config["corpus"]
+    table.add_row(
+        "corpus", f"{', '.join(c['sources']) or 'python'}: {c['files']} files, {c['chars']:,} chars"
+    )
+    t = config["train"]
+    table.add_row("training", ", ".join(f"{k} {v}" for k, v in t.items() if v is not None))
+    table.add_row("versions", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
+    out.print(table)
+
+
+@app.command("eval")
+def eval_(
+    run: Run,
+    sources: Annotated[
+        list[str], typer.Argument(metavar="CORPUS...", help="Files or folders to score.")
+    ],
+    glob: Glob = "*",
+    encoding_errors: EncodingErrors = "strict",
+    seq_len: Annotated[int, typer.Option(help="Tokens per window.")] = 256,
+    device: Device = "auto",
+    as_json: AsJson = False,
+):
+    """Score a run's best model on any text: loss, bits per character, perplexity."""
+    check_encoding_errors(encoding_errors)
+    dev = resolve_device(device)
+    with user_errors():
+        model, tok, _ = checkpoint.load_best(run, dev)
+        text = corpus.read(sources, glob, encoding_errors)
+        unknown = tok.unknown(text.text)
+        if unknown:
+            shown = " ".join(repr(c) for c in unknown[:20])
+            raise UsageError(
+                f"the text has {len(unknown)} characters the model has never seen: {shown}"
+            )
+        ids = encode_corpus(tok, text.text)
+        if len(ids) < 2:
+            raise UsageError("the text is too short to score")
+        metrics = evaluate(model, ids, seq_len, tok.count_chars, dev)
+    result = {"run_dir": str(run), **asdict(metrics)}
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(
+            f"loss {metrics.loss:.4f} nats/token  bits/char {metrics.bpc:.4f}  "
+            f"perplexity {metrics.perplexity:.3f}  "
+            f"({metrics.tokens:,} tokens, {metrics.chars:,} chars)"
+        )

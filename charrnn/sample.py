@@ -1,0 +1,102 @@
+"""Generation from a trained model: temperature, top-k, top-p, greedy, <eos>, streaming.
+
+Nothing here reads files or prints: generate() yields token ids one step at a time so
+the caller can stream them out as they are made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from charrnn.model import RNNLanguageModel
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    length: int = 500  # tokens to generate per sample (fewer if <eos> comes first)
+    temperature: float = 1.0  # divides the logits; 0 = always the most likely token
+    top_k: int | None = None  # sample among the k most likely tokens only
+    top_p: float | None = None  # sample among the fewest tokens whose probability sums to p
+    num_samples: int = 1  # samples generated together, as one batch
+    stop_at_eos: bool = True  # a sample ends when it emits <eos>
+
+    def __post_init__(self):
+        if self.length < 0:
+            raise ValueError(f"length cannot be negative, not {self.length}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature cannot be negative, not {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1, not {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, not {self.num_samples}")
+
+
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """Set to -inf every logit outside the top k and outside the top-p nucleus. [B, V]."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token when the tokens before it already reach p; the first always stays.
+        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_token(logits: Tensor, config: SampleConfig, generator: torch.Generator | None) -> Tensor:
+    """Pick one token per row of logits [B, V] -> [B]."""
+    if config.temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / config.temperature, config.top_k, config.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(
+    model: RNNLanguageModel,
+    prime: list[int],
+    config: SampleConfig,
+    eos_id: int,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (ids [B], alive [B]) per step: the next token of each of the B samples, and
+    which samples were still running when it was made (a finished sample's tokens are
+    padding). An empty prime starts from <eos>, the token that begins every text.
+    """
+    model.eval()
+    device = model.decoder.weight.device
+    B = config.num_samples
+    prime_ids = torch.tensor([prime or [eos_id]], device=device).expand(B, -1)  # [B, P]
+    logits, state = model(prime_ids)
+    logits = logits[:, -1]  # [B, V]: what follows the prime
+    alive = torch.ones(B, dtype=torch.bool, device=device)
+    for _ in range(config.length):
+        ids = next_token(logits, config, generator)  # [B]
+        yield ids, alive
+        if config.stop_at_eos:
+            alive = alive & (ids != eos_id)
+            if not alive.any():
+                return
+        logits, state = model(ids[:, None], state)
+        logits = logits[:, -1]
+
+
+def sample_text(model, tokenizer, prime: str, config: SampleConfig, generator=None) -> list[str]:
+    """The whole text of each sample (the prime not included)."""
+    tokens: list[list[int]] = [[] for _ in range(config.num_samples)]
+    for ids, alive in generate(
+        model, tokenizer.encode(prime).tolist(), config, tokenizer.eos_id, generator
+    ):
+        for b, (i, a) in enumerate(zip(ids.tolist(), alive.tolist())):
+            if a and i != tokenizer.eos_id:
+                tokens[b].append(i)
+    return [tokenizer.decode(t) for t in tokens]

@@ -1,0 +1,383 @@
+"""TrainConfig, the learning-rate schedule, evaluate() and fit().
+
+fit() is a generator: it trains with teacher forcing and stateful truncated BPTT and
+yields `Report` records (a step, an evaluation, the end) that the CLI renders. It knows
+the model only through `forward(ids, state) -> (logits, state)`; it never prints.
+
+Stateful TBPTT: the training text is cut into B contiguous streams (data.Streams) read
+in windows of T tokens. The hidden state at the end of one window is the start of the
+next, detached so gradients stop at the window boundary but the model still sees
+context longer than T.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charrnn import checkpoint
+from charrnn.data import Streams
+from charrnn.model import RNNLanguageModel, State, detach
+
+EVAL_STREAMS = 16  # validation is read as 16 streams whatever the training batch size
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seq_len: int = 128  # T: tokens per window; gradients flow back at most this far
+    batch_size: int = 32  # B: parallel streams of text
+    lr: float = 3e-3  # peak learning rate of AdamW, after warmup
+    min_lr_frac: float = 0.1  # the cosine schedule ends at lr * min_lr_frac
+    warmup_steps: int = 50  # linear warmup from 0 to lr
+    weight_decay: float = 0.01  # AdamW decoupled weight decay on matrices
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping)
+    steps: int | None = None  # stop after this many optimizer steps, or
+    epochs: float | None = None  # after this many passes over the training text, or
+    time_budget: float | None = None  # after this many seconds of training (evals not counted)
+    eval_every: int = 500  # evaluate (and save) every this many steps, and at the end
+    val_frac: float = 0.1  # the last part of the text held out for validation
+    seed: int = 1337  # model initialisation, dropout and everything random
+
+    def __post_init__(self):
+        for name in ("seq_len", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("steps", "epochs", "time_budget"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, not {value}")
+        if sum(v is not None for v in (self.steps, self.epochs, self.time_budget)) != 1:
+            raise ValueError("give exactly one of steps, epochs, time_budget")
+        if not 0.0 < self.val_frac < 1.0:
+            raise ValueError(f"val_frac must be between 0 and 1, not {self.val_frac}")
+        if self.lr <= 0 or not 0 <= self.min_lr_frac <= 1:
+            raise ValueError(
+                f"need lr > 0 and 0 <= min_lr_frac <= 1, not {self.lr}, {self.min_lr_frac}"
+            )
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("warmup_steps, weight_decay and grad_clip cannot be negative")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(config: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over warmup_steps, then cosine decay to lr * min_lr_frac.
+
+    `progress` in [0, 1] is the fraction of the run done: of the steps, or of the time
+    budget, so a run with a time budget ends its schedule as the time runs out.
+    """
+    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return config.lr * warm * (config.min_lr_frac + (1.0 - config.min_lr_frac) * cosine)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Loss of a model on a text, in the units people compare."""
+
+    loss: float  # nats per token
+    bpc: float  # bits per character of the text the tokens decode to
+    perplexity: float  # per token
+    tokens: int
+    chars: int
+
+    @classmethod
+    def of(cls, nats: float, tokens: int, chars: int) -> Metrics:
+        loss = nats / tokens
+        return cls(loss, nats / math.log(2) / chars, math.exp(min(loss, 700.0)), tokens, chars)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: RNNLanguageModel, ids: np.ndarray, seq_len: int, count_chars, device
+) -> Metrics:
+    """Loss over every target of `ids` (all but the first token), read as up to 16 streams.
+
+    The tokens left over after cutting the streams continue the last stream, from its
+    final state, so no target is skipped.
+    """
+    was_training = model.training
+    model.eval()
+    streams_b = max(1, min(EVAL_STREAMS, (len(ids) - 1) // seq_len))
+    streams = Streams.of(ids, streams_b)
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    state = None
+    for x, y in streams.windows(seq_len):
+        logits, state = model(x.to(device, torch.long), state)
+        nats += F.cross_entropy(
+            logits.flatten(0, 1).float(), y.to(device, torch.long).flatten(), reduction="sum"
+        )
+    tail = streams_b * streams.length  # inputs ids[tail:-1], targets ids[tail+1:]
+    if tail < len(ids) - 1:
+        x = torch.from_numpy(np.asarray(ids[tail:-1], dtype=np.int64))[None].to(device)
+        y = torch.from_numpy(np.asarray(ids[tail + 1 :], dtype=np.int64)).to(device)
+        last = tuple(s[:, -1:].contiguous() for s in state)  # the last stream's final state
+        logits, _ = model(x, last)
+        nats += F.cross_entropy(logits[0].float(), y, reduction="sum")
+    model.train(was_training)
+    return Metrics.of(nats.item(), len(ids) - 1, count_chars(ids[1:]))
+
+
+@dataclass
+class Progress:
+    """Where a run is: saved in last/ so that --resume carries on from exactly here."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # completed passes over the training streams
+    window: int = 0  # next window of the current pass
+    tokens: int = 0  # training tokens read
+    elapsed: float = 0.0  # seconds spent training, evaluations and saves not counted
+    best_val_loss: float = math.inf
+    best_step: int = 0
+
+
+@dataclass
+class Report:
+    """What fit() tells its caller: after a step, after an evaluation, and at the end."""
+
+    kind: str  # "step" | "eval" | "done" | "stopped"
+    progress: Progress
+    total_steps: int | None  # None with a time budget
+    lr: float
+    loss: float | None = None  # mean training loss (nats/token) of recent steps, when read
+    tokens_per_sec: float = 0.0
+    train: Metrics | None = None  # training loss since the previous evaluation
+    val: Metrics | None = None
+    improved: bool = False  # this evaluation is the best so far and was saved
+    sample: str | None = None  # a short sample from the model at this evaluation
+    extra: dict = field(default_factory=dict)
+
+
+LOG_EVERY = 10  # read the running loss back from the device every this many steps
+
+
+class Trainer:
+    """The moving parts of one run; fit() drives it. Knows the model only by its forward."""
+
+    def __init__(self, model, tokenizer, train_ids, val_ids, config: TrainConfig, device, run_dir):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.device, self.run_dir = torch.device(device), Path(run_dir)
+        self.streams = Streams.of(train_ids, config.batch_size)
+        self.val_ids = val_ids
+        self.windows_per_epoch = self.streams.num_windows(config.seq_len)
+        # bits/char of training windows: their nats times the split's tokens-per-char ratio
+        self.tokens_per_char = (len(train_ids) - 1) / max(1, tokenizer.count_chars(train_ids[1:]))
+        self.optimizer = make_optimizer(model, config, self.device)
+        self.progress = Progress()
+        self.state: State | None = None
+        self.total_steps = total_steps(config, self.windows_per_epoch)
+
+    def progress_frac(self) -> float:
+        if self.config.time_budget is not None:
+            return self.progress.elapsed / self.config.time_budget
+        return self.progress.step / self.total_steps
+
+    def done(self) -> bool:
+        return self.progress_frac() >= 1.0
+
+    def step(self) -> tuple[torch.Tensor, int, float]:
+        """One optimizer step on the next window; returns (summed loss on device, tokens, lr)."""
+        p, cfg = self.progress, self.config
+        if p.window >= self.windows_per_epoch:  # a new pass starts at the top of the text
+            p.epoch, p.window, self.state = p.epoch + 1, 0, None
+        x, y = self.streams.window(p.window, cfg.seq_len)
+        x = x.to(self.device, torch.long, non_blocking=True)
+        y = y.to(self.device, torch.long, non_blocking=True)
+        lr = lr_at(cfg, p.step, self.progress_frac())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits, state = self.model(x, self.state)  # [B, T, V]
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.state = detach(state)
+        p.step, p.window, p.tokens = p.step + 1, p.window + 1, p.tokens + y.numel()
+        return loss.detach() * y.numel(), y.numel(), lr
+
+    def trainer_state(self) -> dict:
+        """Everything beyond the weights that an exact resume needs; loadable weights_only."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "progress": asdict(self.progress),
+            "state": list(self.state) if self.state is not None else [],
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "python_rng": random.getstate(),
+        }
+
+    def restore(self, saved: dict) -> None:
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.progress = Progress(**saved["progress"])
+        self.state = tuple(s.to(self.device) for s in saved["state"]) or None
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        if self.device.type == "cuda" and saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
+        random.setstate(saved["python_rng"])
+
+
+def total_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
+    if config.steps is not None:
+        return config.steps
+    if config.epochs is not None:
+        return max(1, math.ceil(config.epochs * windows_per_epoch))
+    return None
+
+
+def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    # Decay matrices only: biases and the forget-gate bias of 1 should stay where set.
+    params = list(model.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+
+
+def fit(
+    model: RNNLanguageModel,
+    tokenizer,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    config: TrainConfig,
+    device,
+    run_dir: Path,
+    resume: dict | None = None,
+    should_stop=lambda: False,
+) -> Iterator[Report]:
+    """Train `model`, yielding a Report after every step and every evaluation.
+
+    Every `eval_every` steps and at the end: evaluate on the whole validation split,
+    save model.safetensors if it is the best so far, save last/ for resuming, append
+    to metrics.jsonl. `should_stop()` is polled between steps (a signal handler sets it):
+    when true, last/ is saved and a "stopped" report ends the run.
+    """
+    trainer = Trainer(model, tokenizer, train_ids, val_ids, config, device, run_dir)
+    if resume is not None:
+        trainer.restore(resume)
+    model.train()
+    p = trainer.progress
+    loss_sum = torch.zeros((), device=trainer.device)  # summed on the device: no sync per step
+    loss_tokens = since_eval_tokens = 0
+    since_eval_sum = torch.zeros((), device=trainer.device)
+    window_start, window_tokens = time.perf_counter(), 0
+    while not trainer.done():
+        if should_stop():
+            checkpoint.save_last(run_dir, model, trainer.trainer_state())
+            yield Report(
+                "stopped",
+                replace(p),
+                trainer.total_steps,
+                lr_at(config, p.step, trainer.progress_frac()),
+            )
+            return
+        t0 = time.perf_counter()
+        nats, n, lr = trainer.step()
+        loss_sum += nats
+        since_eval_sum += nats
+        loss_tokens, since_eval_tokens, window_tokens = (
+            loss_tokens + n,
+            since_eval_tokens + n,
+            window_tokens + n,
+        )
+        report = Report("step", replace(p), trainer.total_steps, lr)
+        if p.step % LOG_EVERY == 0 or trainer.done() or p.step % config.eval_every == 0:
+            report.loss = loss_sum.item() / loss_tokens  # the one host sync, every LOG_EVERY steps
+            loss_sum.zero_()
+            loss_tokens = 0
+            now = time.perf_counter()
+            report.tokens_per_sec = window_tokens / max(now - window_start, 1e-9)
+            window_start, window_tokens = now, 0
+        p.elapsed += time.perf_counter() - t0
+        yield report
+        if p.step % config.eval_every == 0 or trainer.done():
+            train_nats = since_eval_sum.item()
+            train = Metrics.of(
+                train_nats,
+                since_eval_tokens,
+                max(1, round(since_eval_tokens / trainer.tokens_per_char)),
+            )
+            since_eval_sum.zero_()
+            since_eval_tokens = 0
+            yield evaluate_and_save(trainer, lr, train)
+            window_start = time.perf_counter()  # evaluation time is not training throughput
+    yield Report("done", replace(p), trainer.total_steps, lr_at(config, p.step, 1.0))
+
+
+def evaluate_and_save(trainer: Trainer, lr: float, train: Metrics) -> Report:
+    from charrnn.sample import SampleConfig, sample_text  # sample imports nothing of train
+
+    p, model = trainer.progress, trainer.model
+    val = evaluate(
+        model,
+        trainer.val_ids,
+        trainer.config.seq_len,
+        trainer.tokenizer.count_chars,
+        trainer.device,
+    )
+    improved = val.loss < p.best_val_loss
+    if improved:
+        p.best_val_loss, p.best_step = val.loss, p.step
+    record = {
+        "step": p.step,
+        "epoch": p.epoch + p.window / trainer.windows_per_epoch,
+        "tokens": p.tokens,
+        "elapsed": round(p.elapsed, 3),
+        "lr": lr,
+        **{f"train_{k}": v for k, v in asdict(train).items() if k in ("loss", "bpc", "perplexity")},
+        **{f"val_{k}": v for k, v in asdict(val).items() if k in ("loss", "bpc", "perplexity")},
+    }
+    summary = {"step": p.step, "best_val_loss": p.best_val_loss, "best_step": p.best_step}
+    if improved:
+        checkpoint.save_best(trainer.run_dir, model, summary)
+    else:
+        checkpoint.update_config(trainer.run_dir, summary)
+    checkpoint.save_last(trainer.run_dir, model, trainer.trainer_state())
+    checkpoint.append_metrics(trainer.run_dir, record)
+    # The sample draws from its own generator: training's random stream stays untouched.
+    generator = torch.Generator(trainer.device).manual_seed(p.step)
+    text = sample_text(
+        model, trainer.tokenizer, "", SampleConfig(length=200, temperature=0.8), generator
+    )[0]
+    model.train()
+    return Report(
+        "eval",
+        replace(p),
+        trainer.total_steps,
+        lr,
+        train=train,
+        val=val,
+        improved=improved,
+        sample=text,
+    )
+
+
+# Defaults that suit each kind of device; flags override any of them. They are what
+# bench/quality.py measures: on 2 CPU cores, the most a 3-minute run can learn.
+RECIPES = {
+    "cpu": {
+        "cell": "lstm", "layers": 1, "hidden": 512, "embedding": 64, "dropout": 0.0,
+        "batch_size": 16, "seq_len": 128, "lr": 4e-3, "time_budget": 180.0,
+    },
+    "cuda": {
+        "cell": "lstm", "layers": 2, "hidden": 1024, "embedding": 128, "dropout": 0.2,
+        "batch_size": 128, "seq_len": 128, "lr": 2e-3, "time_budget": 120.0,
+    },
+}  # fmt: skip
+
+
+def recipe(device: torch.device) -> dict:
+    return RECIPES["cuda" if device.type == "cuda" else "cpu"]

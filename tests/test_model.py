@@ -1,0 +1,125 @@
+"""The model against a reference written from the cell equations, and its state contract."""
+
+import pytest
+import torch
+
+from charrnn.model import ModelConfig, RNNLanguageModel, detach
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    # PyTorch's gate order: input, forget, cell candidate, output.
+    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
+    xr, xz, xn = (x @ w_ih.T + b_ih).chunk(3, dim=-1)
+    hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, dim=-1)
+    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * h
+
+
+def rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh):
+    return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
+
+
+def reference_forward(model: RNNLanguageModel, ids, state):
+    """The model's forward, one time step and one layer at a time, from the equations."""
+    cell = model.config.cell
+    x = model.embed(ids)  # [B, T, E]
+    finals = []
+    for layer_index, layer in enumerate(model.layers):
+        w = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+        h = state[0][layer_index]
+        c = state[1][layer_index] if cell == "lstm" else None
+        outputs = []
+        for t in range(x.shape[1]):
+            if cell == "lstm":
+                h, c = lstm_cell(x[:, t], h, c, *w)
+            elif cell == "gru":
+                h = gru_cell(x[:, t], h, *w)
+            else:
+                h = rnn_cell(x[:, t], h, *w)
+            outputs.append(h)
+        x = torch.stack(outputs, dim=1)
+        finals.append((h, c) if cell == "lstm" else (h,))
+    state = tuple(torch.stack(parts) for parts in zip(*finals))
+    return model.decoder(x), state
+
+
+def make(cell, layers=2, **kw):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=11, cell=cell, layers=layers, hidden=16, embedding=8, **kw)
+    return RNNLanguageModel(config).double().eval()
+
+
+def random_state(model, batch):
+    g = torch.Generator().manual_seed(1)
+    L, H = model.config.layers, model.config.hidden
+    n = model.config.state_size
+    return tuple(torch.randn(L, batch, H, generator=g, dtype=torch.float64) for _ in range(n))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_matches_the_reference_cell_equations(cell):
+    model = make(cell, layers=3)
+    ids = torch.randint(0, 11, (4, 9), generator=torch.Generator().manual_seed(2))
+    state = random_state(model, 4)
+    logits, final = model(ids, state)
+    ref_logits, ref_final = reference_forward(model, ids, state)
+    torch.testing.assert_close(logits, ref_logits)
+    for got, want in zip(final, ref_final, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_state_shapes_are_explicit(cell):
+    model = make(cell)
+    logits, state = model(torch.zeros(3, 5, dtype=torch.long))
+    assert logits.shape == (3, 5, 11)
+    assert len(state) == (2 if cell == "lstm" else 1)
+    assert all(s.shape == (2, 3, 16) for s in state)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_twelve_steps_equal_five_then_seven_with_the_carried_state(cell):
+    model = make(cell)
+    ids = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(3))
+    whole, whole_state = model(ids)
+    first, state = model(ids[:, :5])
+    second, state = model(ids[:, 5:], detach(state))
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
+    for a, b in zip(state, whole_state, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_overfits_one_batch(cell):
+    torch.manual_seed(0)
+    model = RNNLanguageModel(ModelConfig(vocab_size=7, cell=cell, layers=1, hidden=32, embedding=8))
+    ids = torch.randint(0, 7, (2, 17), generator=torch.Generator().manual_seed(4))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        logits, _ = model(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+
+
+def test_tied_weights_share_one_matrix_and_need_equal_sizes():
+    model = RNNLanguageModel(ModelConfig(vocab_size=5, hidden=8, embedding=8, tie_weights=True))
+    assert model.decoder.weight is model.embed.weight
+    with pytest.raises(ValueError, match="embedding == hidden"):
+        ModelConfig(vocab_size=5, hidden=8, embedding=4, tie_weights=True)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("cell", "transformer"), ("layers", 0), ("hidden", -1), ("dropout", 1.0)]
+)
+def test_config_names_the_bad_value(field, value):
+    with pytest.raises(ValueError, match=str(value)):
+        ModelConfig(vocab_size=5, **{field: value})

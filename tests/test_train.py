@@ -1,0 +1,93 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charrnn import checkpoint
+from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.tokenizer import CharTokenizer
+from charrnn.train import TrainConfig, evaluate, fit, lr_at
+
+from .conftest import TEXT
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    c = TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1, steps=100)
+    assert lr_at(c, 0, 0.0) == pytest.approx(0.1)
+    assert lr_at(c, 9, 0.09) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.09)) * 0.9 + 0.1)
+    assert lr_at(c, 99, 1.0) == pytest.approx(0.1)
+    assert lr_at(c, 50, 0.5) == pytest.approx(0.55)
+
+
+def test_config_wants_exactly_one_duration():
+    with pytest.raises(ValueError, match="exactly one"):
+        TrainConfig(steps=3, epochs=1)
+    with pytest.raises(ValueError, match="-2"):
+        TrainConfig(steps=-2)
+
+
+def tiny(cell="lstm", dropout=0.0, seed=0):
+    tok = CharTokenizer.fit(TEXT)
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        tok.vocab_size, cell=cell, layers=2, hidden=24, embedding=8, dropout=dropout
+    )
+    return RNNLanguageModel(config), tok, np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
+
+
+def test_evaluate_scores_every_target_once():
+    model, tok, ids = tiny()
+    model.eval()
+    ids = ids[:500]
+    # One stream: evaluation must equal one forward over the whole text.
+    m = evaluate(model, ids, seq_len=400, count_chars=tok.count_chars, device="cpu")
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(ids[:-1]).long()[None])
+        nats = F.cross_entropy(logits[0], torch.from_numpy(ids[1:]).long(), reduction="sum")
+    assert m.tokens == 499 and m.chars == 499
+    assert m.loss == pytest.approx(nats.item() / 499, rel=1e-5)
+    assert m.bpc == pytest.approx(nats.item() / math.log(2) / 499, rel=1e-5)
+    # Many streams and a tail: every target still counted.
+    m = evaluate(model, ids, seq_len=7, count_chars=tok.count_chars, device="cpu")
+    assert m.tokens == 499 and m.perplexity == pytest.approx(math.exp(m.loss))
+
+
+def run_fit(tmp_path, steps, stop_at=None, resume=None, dropout=0.3):
+    model, tok, ids = tiny(dropout=dropout)
+    if resume is not None:
+        model, resume = checkpoint.load_last(tmp_path)
+    else:
+        checkpoint.create_run(tmp_path, {"model": model.config.to_dict()}, tok)
+    config = TrainConfig(seq_len=16, batch_size=4, steps=steps, eval_every=5, warmup_steps=3)
+    train_ids, val_ids = ids[:-300], ids[-300:]
+    stop = (lambda: bool(reports) and reports[-1].progress.step >= stop_at) if stop_at else None
+    reports = []
+    for r in fit(
+        model, tok, train_ids, val_ids, config, "cpu", tmp_path, resume, stop or (lambda: False)
+    ):
+        reports.append(r)
+    return model, reports
+
+
+def test_fit_learns_and_writes_the_run_directory(tmp_path):
+    model, reports = run_fit(tmp_path, steps=30, dropout=0.0)
+    evals = [r for r in reports if r.kind == "eval"]
+    assert [r.progress.step for r in evals] == [5, 10, 15, 20, 25, 30]
+    assert evals[-1].val.loss < evals[0].val.loss
+    assert reports[-1].kind == "done"
+    lines = checkpoint.read_metrics(tmp_path)
+    assert len(lines) == 6 and {"val_loss", "val_bpc", "val_perplexity", "train_loss"} <= set(
+        lines[0]
+    )
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "last").is_dir()
+
+
+def test_stop_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    whole, _ = run_fit(tmp_path / "a", steps=12)
+    _, reports = run_fit(tmp_path / "b", steps=12, stop_at=7)
+    assert reports[-1].kind == "stopped" and reports[-1].progress.step == 7
+    resumed, _ = run_fit(tmp_path / "b", steps=12, resume=True)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
