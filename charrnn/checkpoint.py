@@ -181,6 +181,14 @@ def save_last(run_dir: Path, model: RNNLanguageModel, trainer_state: dict) -> No
     shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete what a process killed mid-save left behind: temporary files, a half last/."""
+    run_dir = Path(run_dir)
+    for path in run_dir.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run_dir / _LAST_TMP, ignore_errors=True)
+
+
 def last_dir(run_dir: Path) -> Path | None:
     """The complete last checkpoint, if any (after a crash mid-swap, the previous one)."""
     for name in (LAST, _LAST_OLD):

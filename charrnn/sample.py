@@ -1,4 +1,5 @@
-"""Generation from a trained model: temperature, top-k, top-p, greedy, <eos>, streaming.
+"""Generation from a trained model: temperature, top-k, top-p, greedy, <eos>, streaming,
+and clamping neurons (holding chosen units of h fixed to see what they do to the text).
 
 Nothing here reads files or prints: generate() yields token ids one step at a time so
 the caller can stream them out as they are made.
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from charrnn.model import RNNLanguageModel
+from charrnn.model import ModelConfig, RNNLanguageModel, State
+
+Clamp = dict[tuple[int, int], float]  # (layer, neuron) -> the value its h is held at
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,52 @@ def next_token(logits: Tensor, config: SampleConfig, generator: torch.Generator 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+def check_clamp(config: ModelConfig, clamp: Clamp) -> None:
+    """ValueError naming the first (layer, neuron) that the model does not have."""
+    for layer, neuron in clamp:
+        if not 0 <= layer < config.layers:
+            raise ValueError(
+                f"--clamp {layer}:{neuron}: no layer {layer}; the model has layers "
+                f"0..{config.layers - 1}"
+            )
+        if not 0 <= neuron < config.hidden:
+            raise ValueError(
+                f"--clamp {layer}:{neuron}: no neuron {neuron}; each layer has neurons "
+                f"0..{config.hidden - 1}"
+            )
+
+
+def clamped_forward(
+    model: RNNLanguageModel, clamp: Clamp, ids: Tensor, state: State | None = None
+) -> tuple[Tensor, State]:
+    """forward(), one step and one layer at a time, with every clamped unit of h held at
+    its value after each step: in the state carried to the next step and in the output
+    fed to the layer above (for lstm c runs free; only h is held). ids [B, T]."""
+    B, T = ids.shape
+    x = model.embed(ids)  # [B, T, E]
+    state = state if state is not None else model.initial_state(B, ids.device)
+    L = model.config.layers
+    held = [[(n, v) for (i, n), v in clamp.items() if i == layer] for layer in range(L)]
+    outputs = []
+    for t in range(T):
+        out = x[:, t : t + 1]  # [B, 1, E]
+        finals = []
+        for i, layer in enumerate(model.layers):
+            layer_state = tuple(s[i : i + 1] for s in state)  # each [1, B, H]
+            inp = model.drop(out) if i > 0 else out
+            _, new = layer(inp, layer_state if len(layer_state) == 2 else layer_state[0])
+            new = new if isinstance(new, tuple) else (new,)
+            h = new[0].clone()  # [1, B, H]
+            for n, v in held[i]:
+                h[..., n] = v
+            finals.append((h, *new[1:]))
+            out = h.transpose(0, 1)  # [1, B, H] -> [B, 1, H]: one step's output is its h
+        state = tuple(torch.cat(parts, dim=0) for parts in zip(*finals))  # each [L, B, H]
+        outputs.append(out)
+    logits = model.decoder(model.drop(torch.cat(outputs, dim=1)))  # [B, T, H] -> [B, T, V]
+    return logits, state
+
+
 @torch.inference_mode()
 def generate(
     model: RNNLanguageModel,
@@ -67,16 +117,21 @@ def generate(
     config: SampleConfig,
     eos_id: int,
     generator: torch.Generator | None = None,
+    clamp: Clamp | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (ids [B], alive [B]) per step: the next token of each of the B samples, and
     which samples were still running when it was made (a finished sample's tokens are
     padding). An empty prime starts from <eos>, the token that begins every text.
+    `clamp` holds chosen units of h fixed throughout, the prime included.
     """
     model.eval()
+    if clamp:
+        check_clamp(model.config, clamp)
+    forward = partial(clamped_forward, model, clamp) if clamp else model
     device = model.decoder.weight.device
     B = config.num_samples
     prime_ids = torch.tensor([prime or [eos_id]], device=device).expand(B, -1)  # [B, P]
-    logits, state = model(prime_ids)
+    logits, state = forward(prime_ids)
     logits = logits[:, -1]  # [B, V]: what follows the prime
     alive = torch.ones(B, dtype=torch.bool, device=device)
     for _ in range(config.length):
@@ -86,7 +141,7 @@ def generate(
             alive = alive & (ids != eos_id)
             if not alive.any():
                 return
-        logits, state = model(ids[:, None], state)
+        logits, state = forward(ids[:, None], state)
         logits = logits[:, -1]
 
 

@@ -13,10 +13,11 @@ context longer than T.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from charrnn import checkpoint
 from charrnn.data import Streams
 from charrnn.model import RNNLanguageModel, State, detach
+from charrnn.sample import SampleConfig, sample_text
 
 EVAL_STREAMS = 16  # validation is read as 16 streams whatever the training batch size
 
@@ -45,6 +47,7 @@ class TrainConfig:
     eval_every: int = 500  # evaluate (and save) every this many steps, and at the end
     val_frac: float = 0.1  # the last part of the text held out for validation
     seed: int = 1337  # model initialisation, dropout and everything random
+    deterministic: bool = False  # PyTorch's deterministic algorithms (slower on CUDA)
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "eval_every"):
@@ -131,21 +134,24 @@ def evaluate(
 class Progress:
     """Where a run is: saved in last/ so that --resume carries on from exactly here."""
 
-    step: int = 0  # optimizer steps taken
+    step: int = 0  # optimizer steps taken (skipped ones included)
     epoch: int = 0  # completed passes over the training streams
     window: int = 0  # next window of the current pass
     tokens: int = 0  # training tokens read
     elapsed: float = 0.0  # seconds spent training, evaluations and saves not counted
     best_val_loss: float = math.inf
     best_step: int = 0
+    skipped: int = 0  # steps skipped because the loss or gradient was not finite
+    rollbacks: int = 0  # times the run went back to last/ after diverging
+    lr_scale: float = 1.0  # halved at each rollback
 
 
 @dataclass
 class Report:
     """What fit() tells its caller: after a step, after an evaluation, and at the end."""
 
-    kind: str  # "step" | "eval" | "done" | "stopped"
-    progress: Progress
+    kind: str  # "step" | "eval" | "rollback" | "diverged" | "stopped" | "done"
+    progress: Progress  # a snapshot, not the live record
     total_steps: int | None  # None with a time budget
     lr: float
     loss: float | None = None  # mean training loss (nats/token) of recent steps, when read
@@ -154,10 +160,30 @@ class Report:
     val: Metrics | None = None
     improved: bool = False  # this evaluation is the best so far and was saved
     sample: str | None = None  # a short sample from the model at this evaluation
-    extra: dict = field(default_factory=dict)
+    message: str | None = None  # what went wrong: a failed save, a divergence
 
 
 LOG_EVERY = 10  # read the running loss back from the device every this many steps
+MAX_BAD_STEPS = 5  # non-finite steps in a row before rolling back to last/
+
+
+class Meter:
+    """Sums token losses on the device so the training step never waits for the host."""
+
+    def __init__(self, device: torch.device):
+        self.nats = torch.zeros((), dtype=torch.float64, device=device)
+        self.tokens = 0
+
+    def add(self, nats: torch.Tensor, tokens: int) -> None:
+        self.nats += nats
+        self.tokens += tokens
+
+    def take(self) -> tuple[float, int]:
+        """(summed nats, tokens) since the last take; reading them is a host sync."""
+        nats, tokens = self.nats.item(), self.tokens
+        self.nats.zero_()
+        self.tokens = 0
+        return nats, tokens
 
 
 class Trainer:
@@ -175,6 +201,7 @@ class Trainer:
         self.progress = Progress()
         self.state: State | None = None
         self.total_steps = total_steps(config, self.windows_per_epoch)
+        self.since_eval = Meter(self.device)  # training loss since the last evaluation
 
     def progress_frac(self) -> float:
         if self.config.time_budget is not None:
@@ -184,27 +211,41 @@ class Trainer:
     def done(self) -> bool:
         return self.progress_frac() >= 1.0
 
-    def step(self) -> tuple[torch.Tensor, int, float]:
-        """One optimizer step on the next window; returns (summed loss on device, tokens, lr)."""
+    def lr(self) -> float:
+        p = self.progress
+        return lr_at(self.config, p.step, self.progress_frac()) * p.lr_scale
+
+    def report(self, kind: str, **fields) -> Report:
+        return Report(kind, replace(self.progress), self.total_steps, self.lr(), **fields)
+
+    def step(self) -> tuple[torch.Tensor, int, bool]:
+        """One optimizer step on the next window -> (summed loss on device, tokens, finite).
+
+        A step whose loss or gradient is not finite changes nothing but the position:
+        no update, and the hidden state from before it carries on.
+        """
         p, cfg = self.progress, self.config
         if p.window >= self.windows_per_epoch:  # a new pass starts at the top of the text
             p.epoch, p.window, self.state = p.epoch + 1, 0, None
-        x, y = self.streams.window(p.window, cfg.seq_len)
+        x, y = self.streams.window(p.window, cfg.seq_len)  # each [B, T]
         x = x.to(self.device, torch.long, non_blocking=True)
         y = y.to(self.device, torch.long, non_blocking=True)
-        lr = lr_at(cfg, p.step, self.progress_frac())
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.lr()
         logits, state = self.model(x, self.state)  # [B, T, V]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
-        self.state = detach(state)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
+        # A NaN anywhere in the loss reaches the gradient, so the norm alone tells.
+        finite = bool(torch.isfinite(norm))  # host sync: the price of never stepping on NaN
+        if finite:
+            self.optimizer.step()
+            self.state = detach(state)
+        else:
+            p.skipped += 1
         p.step, p.window, p.tokens = p.step + 1, p.window + 1, p.tokens + y.numel()
-        return loss.detach() * y.numel(), y.numel(), lr
+        return loss.detach() * y.numel(), y.numel(), finite
 
     def trainer_state(self) -> dict:
         """Everything beyond the weights that an exact resume needs; loadable weights_only."""
@@ -215,6 +256,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "python_rng": random.getstate(),
+            "since_eval": [self.since_eval.nats.item(), self.since_eval.tokens],
         }
 
     def restore(self, saved: dict) -> None:
@@ -225,6 +267,39 @@ class Trainer:
         if self.device.type == "cuda" and saved["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
         random.setstate(saved["python_rng"])
+        self.since_eval.nats.fill_(saved["since_eval"][0])
+        self.since_eval.tokens = saved["since_eval"][1]
+
+    def save_last(self) -> str | None:
+        """Save last/; a failed save (a full disk) keeps the previous one and says why."""
+        try:
+            checkpoint.save_last(self.run_dir, self.model, self.trainer_state())
+        except OSError as e:
+            return (
+                f"could not save {self.run_dir / checkpoint.LAST} ({e}); the previous one is kept"
+            )
+        return None
+
+    def roll_back(self) -> Report:
+        """After MAX_BAD_STEPS non-finite steps: back to last/ with half the learning rate,
+        once; if the run diverges again, it stops."""
+        p = self.progress
+        if p.rollbacks >= 1 or checkpoint.last_dir(self.run_dir) is None:
+            where = "again after rolling back" if p.rollbacks else "before any checkpoint"
+            return self.report(
+                "diverged",
+                message=f"training diverged {where} ({MAX_BAD_STEPS} non-finite steps in a "
+                f"row at step {p.step}); the saved checkpoints are intact; try a lower --lr",
+            )
+        last, saved = checkpoint.load_last(self.run_dir, self.device)
+        self.model.load_state_dict(last.state_dict())
+        self.restore(saved)
+        self.progress.rollbacks, self.progress.lr_scale = p.rollbacks + 1, p.lr_scale / 2
+        return self.report(
+            "rollback",
+            message=f"{MAX_BAD_STEPS} non-finite steps in a row at step {p.step}: rolled back "
+            f"to step {self.progress.step} with the learning rate halved",
+        )
 
 
 def total_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
@@ -269,58 +344,46 @@ def fit(
     if resume is not None:
         trainer.restore(resume)
     model.train()
-    p = trainer.progress
-    loss_sum = torch.zeros((), device=trainer.device)  # summed on the device: no sync per step
-    loss_tokens = since_eval_tokens = 0
-    since_eval_sum = torch.zeros((), device=trainer.device)
-    window_start, window_tokens = time.perf_counter(), 0
+    recent = Meter(trainer.device)
+    clock, bad_in_a_row = time.perf_counter(), 0
     while not trainer.done():
         if should_stop():
-            checkpoint.save_last(run_dir, model, trainer.trainer_state())
-            yield Report(
-                "stopped",
-                replace(p),
-                trainer.total_steps,
-                lr_at(config, p.step, trainer.progress_frac()),
-            )
+            yield trainer.report("stopped", message=trainer.save_last())
             return
         t0 = time.perf_counter()
-        nats, n, lr = trainer.step()
-        loss_sum += nats
-        since_eval_sum += nats
-        loss_tokens, since_eval_tokens, window_tokens = (
-            loss_tokens + n,
-            since_eval_tokens + n,
-            window_tokens + n,
-        )
-        report = Report("step", replace(p), trainer.total_steps, lr)
-        if p.step % LOG_EVERY == 0 or trainer.done() or p.step % config.eval_every == 0:
-            report.loss = loss_sum.item() / loss_tokens  # the one host sync, every LOG_EVERY steps
-            loss_sum.zero_()
-            loss_tokens = 0
+        nats, n, finite = trainer.step()
+        trainer.progress.elapsed += time.perf_counter() - t0
+        bad_in_a_row = 0 if finite else bad_in_a_row + 1
+        if bad_in_a_row >= MAX_BAD_STEPS:
+            report = trainer.roll_back()
+            yield report
+            if report.kind == "diverged":
+                return
+            bad_in_a_row = 0
+            continue
+        if finite:
+            recent.add(nats, n)
+            trainer.since_eval.add(nats, n)
+        report = trainer.report("step")
+        step = trainer.progress.step
+        if (step % LOG_EVERY == 0 or trainer.done()) and recent.tokens:
+            nats_sum, tokens = recent.take()
             now = time.perf_counter()
-            report.tokens_per_sec = window_tokens / max(now - window_start, 1e-9)
-            window_start, window_tokens = now, 0
-        p.elapsed += time.perf_counter() - t0
+            report.loss, report.tokens_per_sec = nats_sum / tokens, tokens / (now - clock)
+            clock = now
         yield report
-        if p.step % config.eval_every == 0 or trainer.done():
-            train_nats = since_eval_sum.item()
-            train = Metrics.of(
-                train_nats,
-                since_eval_tokens,
-                max(1, round(since_eval_tokens / trainer.tokens_per_char)),
-            )
-            since_eval_sum.zero_()
-            since_eval_tokens = 0
-            yield evaluate_and_save(trainer, lr, train)
-            window_start = time.perf_counter()  # evaluation time is not training throughput
-    yield Report("done", replace(p), trainer.total_steps, lr_at(config, p.step, 1.0))
+        if step % config.eval_every == 0 or trainer.done():
+            yield evaluate_and_save(trainer)
+            recent.take()
+            clock = time.perf_counter()  # evaluation time is not training throughput
+    yield trainer.report("done")
 
 
-def evaluate_and_save(trainer: Trainer, lr: float, train: Metrics) -> Report:
-    from charrnn.sample import SampleConfig, sample_text  # sample imports nothing of train
-
+def evaluate_and_save(trainer: Trainer) -> Report:
+    """Evaluate on the whole validation split; save the best model, last/ and metrics."""
     p, model = trainer.progress, trainer.model
+    nats, tokens = trainer.since_eval.take()
+    train = Metrics.of(nats, tokens, round(tokens / trainer.tokens_per_char)) if tokens else None
     val = evaluate(
         model,
         trainer.val_ids,
@@ -328,41 +391,56 @@ def evaluate_and_save(trainer: Trainer, lr: float, train: Metrics) -> Report:
         trainer.tokenizer.count_chars,
         trainer.device,
     )
-    improved = val.loss < p.best_val_loss
+    improved = val.loss < p.best_val_loss  # False for NaN: NaN weights never replace good ones
     if improved:
         p.best_val_loss, p.best_step = val.loss, p.step
+    messages = []
+    try:
+        summary = {"step": p.step, "best_val_loss": p.best_val_loss, "best_step": p.best_step}
+        if improved:
+            checkpoint.save_best(trainer.run_dir, model, summary)
+        else:
+            checkpoint.update_config(trainer.run_dir, summary)
+        checkpoint.append_metrics(trainer.run_dir, metrics_record(trainer, train, val))
+    except OSError as e:
+        messages.append(f"could not save in {trainer.run_dir} ({e}); the previous files are kept")
+    if math.isfinite(val.loss):
+        messages.append(trainer.save_last() or "")
+    text = sample_text(
+        model, trainer.tokenizer, "", SampleConfig(length=200, temperature=0.8),
+        # its own generator: training's random stream stays untouched
+        torch.Generator(trainer.device).manual_seed(p.step),
+    )[0]  # fmt: skip
+    model.train()
+    message = "; ".join(m for m in messages if m) or None
+    return trainer.report(
+        "eval", train=train, val=val, improved=improved, sample=text, message=message
+    )
+
+
+def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics) -> dict:
+    """One line of metrics.jsonl."""
+    p = trainer.progress
     record = {
         "step": p.step,
         "epoch": p.epoch + p.window / trainer.windows_per_epoch,
         "tokens": p.tokens,
         "elapsed": round(p.elapsed, 3),
-        "lr": lr,
-        **{f"train_{k}": v for k, v in asdict(train).items() if k in ("loss", "bpc", "perplexity")},
-        **{f"val_{k}": v for k, v in asdict(val).items() if k in ("loss", "bpc", "perplexity")},
+        "lr": trainer.lr(),
     }
-    summary = {"step": p.step, "best_val_loss": p.best_val_loss, "best_step": p.best_step}
-    if improved:
-        checkpoint.save_best(trainer.run_dir, model, summary)
-    else:
-        checkpoint.update_config(trainer.run_dir, summary)
-    checkpoint.save_last(trainer.run_dir, model, trainer.trainer_state())
-    checkpoint.append_metrics(trainer.run_dir, record)
-    # The sample draws from its own generator: training's random stream stays untouched.
-    generator = torch.Generator(trainer.device).manual_seed(p.step)
-    text = sample_text(
-        model, trainer.tokenizer, "", SampleConfig(length=200, temperature=0.8), generator
-    )[0]
-    model.train()
-    return Report(
-        "eval",
-        replace(p),
-        trainer.total_steps,
-        lr,
-        train=train,
-        val=val,
-        improved=improved,
-        sample=text,
-    )
+    for split, m in (("train", train), ("val", val)):
+        if m is not None:
+            record.update({f"{split}_loss": m.loss, f"{split}_bpc": m.bpc})
+            record[f"{split}_perplexity"] = m.perplexity
+    return record
+
+
+def set_deterministic() -> None:
+    """The deterministic settings PyTorch offers (see the README for what they promise)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it before use
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 # Defaults that suit each kind of device; flags override any of them. They are what
