@@ -37,7 +37,7 @@ class ModelConfig:
         for name in ("vocab_size", "layers", "hidden", "embedding"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # NaN fails too
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.tie_weights and self.embedding != self.hidden:
             raise ValueError(

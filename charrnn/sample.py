@@ -31,7 +31,7 @@ class SampleConfig:
     def __post_init__(self):
         if self.length < 0:
             raise ValueError(f"length cannot be negative, not {self.length}")
-        if self.temperature < 0:
+        if not self.temperature >= 0:  # NaN too
             raise ValueError(f"temperature cannot be negative, not {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, not {self.top_k}")

@@ -50,6 +50,9 @@ class TrainConfig:
     deterministic: bool = False  # PyTorch's deterministic algorithms (slower on CUDA)
 
     def __post_init__(self):
+        for name, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, not {value}")
         for name in ("seq_len", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
