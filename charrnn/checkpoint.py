@@ -184,9 +184,9 @@ def save_last(run_dir: Path, model: RNNLanguageModel, trainer_state: dict) -> No
 def remove_leftovers(run_dir: Path) -> None:
     """Delete what a process killed mid-save left behind: temporary files, a half last/."""
     run_dir = Path(run_dir)
-    for path in run_dir.glob(".*.tmp"):
+    shutil.rmtree(run_dir / _LAST_TMP, ignore_errors=True)  # a last/ never swapped in
+    for path in run_dir.glob(".*.tmp"):  # atomic_write's temporary files
         path.unlink(missing_ok=True)
-    shutil.rmtree(run_dir / _LAST_TMP, ignore_errors=True)
 
 
 def last_dir(run_dir: Path) -> Path | None:

@@ -1,7 +1,8 @@
 """The `charrnn` command: a thin Typer adapter over the library, and the only module that prints.
 
-stdout carries only the product (sampled text, or a report when asked for one);
-progress, tables and colour go to stderr. A user's mistake ends in one line on stderr
+stdout carries only the product: sampled text, the report `info`, `eval` and
+`inspect-neurons` exist to print, or JSON when asked; the progress and tables of
+training go to stderr. A user's mistake ends in one line on stderr
 and exit code 2, with nothing half-written.
 """
 
@@ -160,7 +161,8 @@ def describe(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.devic
         f"--layers {model_cfg.layers} --hidden {model_cfg.hidden} "
         f"--embedding {model_cfg.embedding} "
         f"--dropout {model_cfg.dropout:g} --batch-size {train_cfg.batch_size} "
-        f"--seq-len {train_cfg.seq_len} --lr {train_cfg.lr:g} {duration} "
+        f"--seq-len {train_cfg.seq_len} --lr {train_cfg.lr:g} "
+        f"--min-lr-frac {train_cfg.min_lr_frac:g} {duration} "
         f"(defaults for {device.type}; flags override)"
     )
 
@@ -218,6 +220,9 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams of text.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warmup steps.")] = None,
+    min_lr_frac: Annotated[
+        Optional[float], typer.Option(help="The schedule ends at lr * this.")
+    ] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay.")] = None,
     grad_clip: Annotated[
         Optional[float], typer.Option(help="Clip the gradient norm (0: off).")
@@ -252,9 +257,9 @@ def train(
     given = dict(
         cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout,
         tie_weights=tie_weights, seq_len=seq_len, batch_size=batch_size, lr=lr,
-        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, steps=steps,
-        epochs=epochs, time_budget=budget, eval_every=eval_every, val_frac=val_frac, seed=seed,
-        deterministic=deterministic,
+        warmup_steps=warmup_steps, min_lr_frac=min_lr_frac, weight_decay=weight_decay,
+        grad_clip=grad_clip, steps=steps, epochs=epochs, time_budget=budget,
+        eval_every=eval_every, val_frac=val_frac, seed=seed, deterministic=deterministic,
     )  # fmt: skip
     if sum(v is not None for v in (steps, epochs, budget)) > 1:
         raise typer.BadParameter("give one of --steps, --epochs, --time-budget")

@@ -359,7 +359,7 @@ def selectivity(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return kurtosis, np.where(m3 < 0, -1, 1)
 
 
-def contexts(values: np.ndarray, sign: int, k: int = 3, before: int = 24, after: int = 8):
+def contexts(values: np.ndarray, sign: int, k: int = 3, before: int = 18, after: int = 6):
     """The k steps where sign * values [T] is highest, at least a snippet apart, as Contexts."""
     order = np.argsort(-sign * values, kind="stable")
     picked: list[int] = []

@@ -451,7 +451,8 @@ def set_deterministic() -> None:
 RECIPES = {
     "cpu": {
         "cell": "lstm", "layers": 1, "hidden": 512, "embedding": 64, "dropout": 0.0,
-        "batch_size": 16, "seq_len": 128, "lr": 4e-3, "time_budget": 180.0,
+        "batch_size": 16, "seq_len": 128, "lr": 8e-3, "min_lr_frac": 0.02,
+        "time_budget": 180.0,
     },
     "cuda": {
         "cell": "lstm", "layers": 2, "hidden": 1024, "embedding": 128, "dropout": 0.2,

@@ -100,8 +100,8 @@ def test_sigkill_during_saves_never_breaks_the_checkpoints(tmp_path, corpus):
         resume = (run / "config.json").exists() and checkpoint.last_dir(run) is not None
         saves = len(checkpoint.read_metrics(run))
         proc = charrnn(*(["train", "--resume", run] if resume else [*args, "--run-dir", run]))
-        wait_for(lambda saves=saves: len(checkpoint.read_metrics(run)) > saves + 1)
-        assert proc.poll() is None  # still training, saving every step
+        wait_for(lambda n=saves, p=proc: len(checkpoint.read_metrics(run)) > n + 1 or p.poll())
+        assert proc.poll() is None, proc.stderr.read()  # still training, saving every step
         time.sleep(rng.uniform(0.0, 0.4))
         proc.kill()
         proc.wait()
