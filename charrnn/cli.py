@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from charrnn import __version__, checkpoint, corpus, data, neurons
+from charrnn import __version__, checkpoint, corpus, data, neurons, tokens
 from charrnn import sample as sampling
 from charrnn import tokenizer as tokenizers
 from charrnn.model import ModelConfig, RNNLanguageModel, count_parameters
@@ -99,6 +99,9 @@ EncodingErrors = Annotated[
 ]
 Run = Annotated[Path, typer.Argument(help="A run directory made by `charrnn train`.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
+OnUnknown = Annotated[
+    str, typer.Option(help="Unknown symbols in the prime: error | skip | unk (to <unk>).")
+]
 
 
 def check_encoding_errors(value: str) -> str:
@@ -173,13 +176,6 @@ def default_run_dir(sources: list[str], cell: str) -> Path:
     return Path("checkpoints") / f"{name or 'corpus'}-{cell}-{stamp}"
 
 
-def encode_corpus(tok, text: str):
-    """Token ids of the corpus, with <eos> first: every text, and every sample, starts from it."""
-    import numpy as np
-
-    return np.concatenate([np.array([tok.eos_id], dtype=np.int32), tok.encode(text)])
-
-
 def fit_batch_size(train_cfg: TrainConfig, n_train: int, n_val: int) -> tuple[TrainConfig, str]:
     """Shrink the batch for a small corpus (returning a note that says so); refuse a corpus
     too small to train on."""
@@ -207,6 +203,19 @@ def train(
     ] = None,
     glob: Glob = "*",
     encoding_errors: EncodingErrors = "strict",
+    tokenizer: Annotated[
+        Optional[str], typer.Option(help="char | word | bpe | unigram (default char).")
+    ] = None,
+    vocab_size: Annotated[
+        Optional[int], typer.Option(help="Tokens kept: word 10000, bpe/unigram 2000.")
+    ] = None,
+    min_count: Annotated[
+        Optional[int], typer.Option(help="word: rarer words become <unk> (default 1).")
+    ] = None,
+    documents: Annotated[
+        Optional[str],
+        typer.Option(help="none | lines | paragraphs | files: <eos> after each document."),
+    ] = None,
     cell: Annotated[Optional[str], typer.Option(help="lstm | gru | rnn")] = None,
     layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.")] = None,
     hidden: Annotated[Optional[int], typer.Option(help="Units per layer.")] = None,
@@ -254,6 +263,9 @@ def train(
     dev = resolve_device(device)
     check_encoding_errors(encoding_errors)
     budget = parse_duration(time_budget) if time_budget is not None else None
+    tokens_given = dict(
+        tokenizer=tokenizer, vocab_size=vocab_size, min_count=min_count, documents=documents
+    )
     given = dict(
         cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout,
         tie_weights=tie_weights, seq_len=seq_len, batch_size=batch_size, lr=lr,
@@ -267,9 +279,11 @@ def train(
         if resume is not None:
             if run_dir is not None and run_dir != resume:
                 raise UsageError("--resume names the run directory; leave out --run-dir")
+            given.update(tokens_given)
             setup = resume_run(resume, sources or [], glob, encoding_errors, given, dev)
         else:
-            setup = new_run(sources or [], glob, encoding_errors, given, dev, run_dir)
+            text = corpus.read(sources or [], glob, encoding_errors)
+            setup = new_run(sources or [], text, tokens_given, given, dev, run_dir)
         model, tok, train_cfg, train_ids, val_ids, out, saved = setup
         if train_cfg.deterministic:
             set_deterministic()
@@ -287,10 +301,34 @@ def train(
     render_summary(out, last)
 
 
-def new_run(sources, glob, encoding_errors, given, dev, run_dir):
-    text = corpus.read(sources, glob, encoding_errors)
-    tok = tokenizers.fit("char", text.text)
-    ids = encode_corpus(tok, text.text)
+def encode(text: corpus.Corpus, tok_cfg: tokenizers.TokenizerConfig, documents: str):
+    """(tokenizer, token ids, a line that says how they were made) of a corpus; from the
+    cache when this text was seen before."""
+    tok, _ = tokens.fit_tokenizer(text, tok_cfg, documents)
+    encoded = tokens.token_ids(text, tok, documents)
+    if encoded.cached:
+        how = f"token ids from the cache in {tokens.cache_dir()}"
+    else:
+        mb = text.chars / 1e6
+        how = (
+            f"encoded {mb:,.1f}M chars in {encoded.seconds:.1f}s "
+            f"({mb / max(encoded.seconds, 1e-9):,.1f}M chars/s), cached in {tokens.cache_dir()}"
+        )
+    if encoded.unknown:
+        how += f"; {encoded.unknown:,} tokens ({encoded.unknown / len(encoded.ids):.2%}) are <unk>"
+    return tok, encoded.ids, how
+
+
+def new_run(sources, text, tokens_given, given, dev, run_dir):
+    documents = tokens_given["documents"] or "none"
+    if documents not in corpus.DOCUMENTS:
+        raise UsageError(f"--documents {documents}: choose {' | '.join(corpus.DOCUMENTS)}")
+    tok_cfg = tokenizers.TokenizerConfig(
+        kind=tokens_given["tokenizer"] or "char",
+        vocab_size=tokens_given["vocab_size"],
+        min_count=tokens_given["min_count"] or 1,
+    )
+    tok, ids, how = encode(text, tok_cfg, documents)
     model_cfg, train_cfg = model_and_train_configs(given, tok.vocab_size, dev)
     train_ids, val_ids = data.split(ids, train_cfg.val_frac)
     train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids))
@@ -304,19 +342,20 @@ def new_run(sources, glob, encoding_errors, given, dev, run_dir):
         err.print(note, style="yellow")
     err.print(
         f"corpus: {', '.join(sources) or 'python (the standard library)'}: "
-        f"{len(text.files)} files, "
-        f"{text.chars:,} chars, {tok.vocab_size} tokens in the vocabulary; "
-        f"{len(train_ids):,} train / {len(val_ids):,} val tokens"
+        f"{len(text.files)} files, {text.chars:,} chars, {tok.vocab_size:,} {tok.kind} "
+        f"tokens in the vocabulary; {len(train_ids):,} train / {len(val_ids):,} val tokens"
     )
+    err.print(how, style="dim")
     torch.manual_seed(train_cfg.seed)
     model = RNNLanguageModel(model_cfg).to(dev)
     config = {
         "model": model_cfg.to_dict(),
         "train": train_cfg.to_dict(),
-        "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size},
+        "tokenizer": {**tok_cfg.to_dict(), "type": tok.kind, "vocab_size": tok.vocab_size},
         "corpus": {
-            "sources": sources, "glob": glob, "encoding_errors": encoding_errors,
-            "files": len(text.files), "chars": text.chars, "sha256": text.sha256,
+            "sources": sources, "glob": text.glob, "encoding_errors": text.encoding_errors,
+            "documents": documents, "files": len(text.files), "chars": text.chars,
+            "sha256": text.sha256,
         },
         "versions": {
             "charrnn": __version__, "torch": torch.__version__,
@@ -332,10 +371,16 @@ def resume_run(run: Path, sources, glob, encoding_errors, given, dev):
     config = checkpoint.read_config(run)
     tok = checkpoint.load_tokenizer(run, config)
     saved_model, saved_train = config["model"], config["train"]
+    stored_tokens = {
+        "tokenizer": config["tokenizer"]["type"],
+        "vocab_size": config["tokenizer"].get("vocab_size"),
+        "min_count": config["tokenizer"].get("min_count", 1),
+        "documents": config["corpus"].get("documents", "none"),
+    }
     for name, value in given.items():
         if name in ("steps", "epochs", "time_budget") or value is None:
             continue
-        stored = saved_model.get(name, saved_train.get(name))
+        stored = {**saved_train, **saved_model, **stored_tokens}.get(name)
         if stored != value:
             raise UsageError(
                 f"--{name.replace('_', '-')} {value} differs from the run's {stored}; a resumed "
@@ -352,8 +397,8 @@ def resume_run(run: Path, sources, glob, encoding_errors, given, dev):
             f"the corpus differs from the one {run} was trained on ({stored['chars']:,} chars, "
             f"sha256 {stored['sha256'][:12]}...); resume with the same text"
         )
-    ids = encode_corpus(tok, text.text)
-    train_ids, val_ids = data.split(ids, train_cfg.val_frac)
+    encoded = tokens.token_ids(text, tok, stored_tokens["documents"])
+    train_ids, val_ids = data.split(encoded.ids, train_cfg.val_frac)
     model, saved = checkpoint.load_last(run, dev)
     checkpoint.remove_leftovers(run)
     if train_cfg != TrainConfig(**config["train"]):
@@ -453,6 +498,10 @@ def sample(
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Same seed, same text.")] = None,
     num_samples: Annotated[int, typer.Option(help="Samples made together, one batch.")] = 1,
+    on_unknown: OnUnknown = "error",
+    allow_unk: Annotated[
+        bool, typer.Option("--allow-unk", help="Let a word model generate <unk>.")
+    ] = False,
     clamp: Annotated[
         Optional[list[str]],
         typer.Option(help="Hold LAYER:NEURON's h at VALUE while sampling: 0:12=1 (repeatable)."),
@@ -461,37 +510,64 @@ def sample(
 ):
     """Generate text from a trained run; the text alone goes to stdout, as it is made."""
     with user_errors():
-        config = sampling.SampleConfig(length, temperature, top_k, top_p, num_samples)
         dev = resolve_device(device)
         clamps = parse_clamps(clamp or [])
-        model, tok, _ = checkpoint.load_best(run, dev)
+        model, tok, run_config = checkpoint.load_best(run, dev)
+        banned = () if allow_unk or tok.unk_id is None else (tok.unk_id,)
+        config = sampling.SampleConfig(
+            length, temperature, top_k, top_p, num_samples, banned_ids=banned
+        )
         sampling.check_clamp(model.config, clamps)
-        unknown = tok.unknown(prime)
-        if unknown:
-            shown = " ".join(repr(c) for c in unknown[:20])
-            raise UsageError(f"--prime has characters the model has never seen: {shown}")
+        prime_ids = encode_prime(tok, prime, on_unknown)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
         err.print(f"seed {seed}", style="dim")
     generator = torch.Generator(dev).manual_seed(seed)
+    # A model of documents starts each sample where it ended one itself (run_to_eos).
+    documents = run_config["corpus"].get("documents", "none") != "none" and not prime
     steps = sampling.generate(
-        model, tok.encode(prime).tolist(), config, tok.eos_id, generator, clamp=clamps
-    )
+        model, prime_ids, config, tok.eos_id, generator, clamp=clamps,
+        burn_in=length if documents else 0,
+    )  # fmt: skip
     if num_samples == 1:
         stream_one(steps, tok, prime)
     else:
         print_batch(steps, tok, prime, num_samples)
 
 
+def encode_prime(tok, prime: str, on_unknown: str) -> list[int]:
+    """<eos> then the prime's ids: a sample starts where every document starts."""
+    if on_unknown not in tokenizers.ON_UNKNOWN:
+        raise UsageError(f"--on-unknown {on_unknown}: choose error | skip | unk")
+    unknown = tok.unknown(prime)
+    if unknown and on_unknown == "error":
+        shown = " ".join(repr(c) for c in unknown[:20])
+        raise UsageError(
+            f"--prime has {'words' if tok.kind == 'word' else 'characters'} the model has "
+            f"never seen: {shown} (--on-unknown skip drops them"
+            + (", unk maps them to <unk>)" if tok.unk_id is not None else ")")
+        )
+    if unknown and on_unknown == "unk" and tok.unk_id is None:
+        raise UsageError(f"--on-unknown unk: a {tok.kind} model has no <unk>; use skip")
+    return [tok.eos_id, *tok.encode(prime, on_unknown).tolist()]
+
+
 def stream_one(steps, tok, prime: str) -> None:
+    """Write one sample as it is made. The whole sample is decoded again at each token,
+    so tokens that only make sense together (the UTF-8 bytes of one character, from a
+    byte-fallback BPE model) are written once they are complete."""
     out = sys.stdout
     out.write(prime)
-    for ids, _ in steps:  # one sample: generate() ends the moment it says <eos>
-        token = ids[0].item()
-        if token != tok.eos_id:
-            out.write(tok.decode([token]))
+    ids: list[int] = []
+    written = 0
+    for step, _ in steps:  # one sample: generate() ends the moment it says <eos>
+        ids.append(step[0].item())
+        text = tok.decode(ids)
+        if not text.endswith("\ufffd"):
+            out.write(text[written:])
             out.flush()
-    out.write("\n")
+            written = len(text)
+    out.write(tok.decode(ids)[written:] + "\n")
     out.flush()
 
 
@@ -586,15 +662,17 @@ def eval_(
     check_encoding_errors(encoding_errors)
     dev = resolve_device(device)
     with user_errors():
-        model, tok, _ = checkpoint.load_best(run, dev)
+        model, tok, config = checkpoint.load_best(run, dev)
         text = corpus.read(sources, glob, encoding_errors)
-        unknown = tok.unknown(text.text)
-        if unknown:
-            shown = " ".join(repr(c) for c in unknown[:20])
-            raise UsageError(
-                f"the text has {len(unknown)} characters the model has never seen: {shown}"
-            )
-        ids = encode_corpus(tok, text.text)
+        documents = config["corpus"].get("documents", "none")
+        if tok.unk_id is None:
+            unknown = sorted({s for chunk in text.chunks() for s in tok.unknown(chunk)})
+            if unknown:
+                shown = " ".join(repr(c) for c in unknown[:20])
+                raise UsageError(
+                    f"the text has {len(unknown)} characters the model has never seen: {shown}"
+                )
+        ids = tokens.token_ids(text, tok, documents).ids
         if len(ids) < 2:
             raise UsageError("the text is too short to score")
         metrics = evaluate(model, ids, seq_len, tok.count_chars, dev)

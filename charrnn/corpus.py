@@ -1,25 +1,30 @@
 """Finding and reading text: files, folders, built-in corpus names, and bad-input checks.
 
-Owns the path from what the user typed (`charrnn train notes/ poems.txt`) to one string
-of text, and every way that can go wrong. Nothing here knows about tokens or tensors.
+Owns the path from what the user typed (`charrnn train notes/ poems.txt`) to text, and
+every way that can go wrong. Nothing here knows about tokens or tensors.
 
 A corpus is read exactly: the bytes are decoded as UTF-8 with no normalisation, and
 anything that is not text (NUL bytes, UTF-16/32, invalid UTF-8) is refused with a
-`CorpusError` that says which file, where, and what to do about it.
+`CorpusError` that says which file, where, and what to do about it. Text is read in
+chunks of a few MB cut at newlines, so a corpus of any size streams through; `read()`
+checks every file once and hashes the text, and `Corpus.chunks()` / `documents()` read
+it again whenever it is needed.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import os
 import sysconfig
+import urllib.request
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 # Folders of the standard library that are not the library itself: its test suites
 # (large, and full of deliberately odd encodings) and third-party installs.
 _STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
-
-BUILTIN = ("python",)
 
 _BOMS = {
     b"\xff\xfe\x00\x00": "UTF-32-LE",
@@ -28,22 +33,161 @@ _BOMS = {
     b"\xfe\xff": "UTF-16-BE",
 }
 
+CHUNK_BYTES = 1 << 22  # read 4 MB at a time
+DOCUMENTS = ("none", "lines", "paragraphs", "files")
+
 
 class CorpusError(ValueError):
     """Bad input the user can fix: the message says what, where, and what to do."""
 
 
 @dataclass(frozen=True)
-class Corpus:
-    """The text of a corpus and where it came from."""
+class Download:
+    """A public corpus fetched once into corpora/ and checked against its sha256."""
 
-    text: str
+    name: str
+    url: str
+    sha256: str
+    chars: int
+    filename: str
+
+
+SHAKESPEARE = Download(
+    name="shakespeare",
+    url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    chars=1_115_394,
+    filename="shakespeare.txt",
+)
+BUILTIN = ("python", "shakespeare")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Where a corpus's text is, checked: every file decodes under `encoding_errors`."""
+
     files: tuple[Path, ...]  # every file read, in the order read
+    glob: str  # which files were read from folders
+    encoding_errors: str
+    chars: int
     sha256: str  # of the UTF-8 text: a resumed run checks it is training on the same text
 
+    def chunks(self, files: Iterable[Path] | None = None) -> Iterator[str]:
+        """The text, files joined as they are, in chunks that end at a newline."""
+        blocks = (b for f in (files or self.files) for b in _read(f, self.encoding_errors))
+        return _at_newlines(blocks)
+
     @property
-    def chars(self) -> int:
-        return len(self.text)
+    def text(self) -> str:
+        """All of the text at once: for small corpora (tests, `eval` of a short file)."""
+        return "".join(self.chunks())
+
+    def documents(self, mode: str) -> Iterator[str | None]:
+        """The text as pieces, with None at the end of each document.
+
+        none: one document, no boundaries. lines: each non-blank line (its newline
+        becomes the boundary). paragraphs: runs of lines between blank lines. files:
+        each file.
+        """
+        if mode == "none":
+            yield from self.chunks()
+        elif mode == "files":
+            for f in self.files:
+                yield from self.chunks([f])
+                yield None
+        elif mode == "lines":
+            for line in _lines(self.chunks()):
+                if line.strip():
+                    yield line
+                    yield None
+        elif mode == "paragraphs":
+            paragraph: list[str] = []
+            for line in [*_lines(self.chunks()), ""]:
+                if line.strip():
+                    paragraph.append(line)
+                elif paragraph:
+                    yield "\n".join(paragraph)
+                    yield None
+                    paragraph = []
+        else:
+            raise ValueError(f"unknown --documents {mode!r}; choose {' | '.join(DOCUMENTS)}")
+
+
+def _lines(chunks: Iterable[str]) -> Iterator[str]:
+    """Lines without their \\n (or \\r\\n); chunks end at newlines, so none is cut."""
+    for chunk in chunks:
+        for line in chunk.split("\n")[: -1 if chunk.endswith("\n") else None]:
+            yield line.removesuffix("\r")
+
+
+def _at_newlines(blocks: Iterable[str], most: int = 16 * CHUNK_BYTES) -> Iterator[str]:
+    """Re-cut text blocks so each piece ends at a newline (no token spans one), unless a
+    single line runs past `most` characters."""
+    carry = ""
+    for block in blocks:
+        cut = block.rfind("\n") + 1
+        if cut == 0 and len(carry) + len(block) < most:
+            carry += block
+            continue
+        cut = cut or len(block)
+        yield carry + block[:cut]
+        carry = block[cut:]
+    if carry:
+        yield carry
+
+
+def _read(path: Path, encoding_errors: str) -> Iterator[str]:
+    """Decode one file as UTF-8 in blocks, refusing what is not UTF-8 text."""
+    decoder = codecs.getincrementaldecoder("utf-8")(encoding_errors)
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(CHUNK_BYTES)
+            if offset == 0:
+                check_bom(block, str(path))
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                raise CorpusError(
+                    f"{path}: binary file (NUL byte at offset {offset + nul}), not text"
+                )
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                raise CorpusError(
+                    f"{path}: invalid UTF-8 at byte offset {offset - pending + e.start}; fix "
+                    "the file or pass --encoding-errors replace to read it with U+FFFD in "
+                    "place of bad bytes"
+                ) from None
+            if text:
+                yield text
+            if not block:
+                return
+            offset += len(block)
+
+
+def check_bom(data: bytes, name: str) -> None:
+    for bom, encoding in _BOMS.items():
+        if data.startswith(bom):
+            raise CorpusError(
+                f"{name}: looks like {encoding}, not UTF-8; convert it first, for example "
+                f"`iconv -f {encoding} -t UTF-8 {name} > {Path(name).stem}.utf8.txt`"
+            )
+
+
+def decode(data: bytes, name: str, encoding_errors: str = "strict") -> str:
+    """UTF-8 bytes -> str, refusing binary and non-UTF-8 data with a message that helps."""
+    check_bom(data, name)
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{name}: binary file (NUL byte at offset {nul}), not text")
+    try:
+        return data.decode("utf-8", errors=encoding_errors)
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f"{name}: invalid UTF-8 at byte offset {e.start}; fix the file or pass "
+            "--encoding-errors replace to read it with U+FFFD in place of bad bytes"
+        ) from None
 
 
 def python_sources() -> list[Path]:
@@ -52,6 +196,62 @@ def python_sources() -> list[Path]:
     return sorted(
         p for p in root.rglob("*.py") if not _STDLIB_SKIP.intersection(p.relative_to(root).parts)
     )
+
+
+def corpora_dir() -> Path:
+    """Where downloaded corpora live: $CHARRNN_CORPORA, else corpora/ of a source checkout,
+    else ~/.cache/charrnn/corpora."""
+    if os.environ.get("CHARRNN_CORPORA"):
+        return Path(os.environ["CHARRNN_CORPORA"])
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists():
+        return checkout / "corpora"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "charrnn" / "corpora"
+
+
+def fetch(download: Download, folder: Path | None = None) -> Path:
+    """The downloaded corpus's file, fetched on first use and verified by sha256 every time."""
+    path = (folder or corpora_dir()) / download.filename
+    where = (
+        f"put tiny-{download.name} ({download.chars:,} chars, sha256 {download.sha256}) "
+        f"at {path}, or set CHARRNN_CORPORA to a folder that holds {download.filename}"
+    )
+    if not path.exists():
+        try:
+            _download(download, path)
+        except OSError as e:
+            raise CorpusError(
+                f"{download.name}: could not download {download.url} ({e}); {where}"
+            ) from None
+    if _sha256(path) != download.sha256:
+        raise CorpusError(f"{path}: not the {download.name} corpus (sha256 differs); {where}")
+    return path
+
+
+def _download(download: Download, path: Path) -> None:
+    """Fetch into a temporary file beside `path`, check the sha256, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(download.url, timeout=60) as response, open(tmp, "wb") as f:
+            while block := response.read(1 << 16):
+                digest.update(block)
+                f.write(block)
+        if digest.hexdigest() != download.sha256:
+            raise OSError(
+                f"the file served has sha256 {digest.hexdigest()[:16]}..., not "
+                f"{download.sha256[:16]}...; nothing was saved"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def find_files(sources: list[str], glob: str = "*") -> list[Path]:
@@ -66,7 +266,7 @@ def find_files(sources: list[str], glob: str = "*") -> list[Path]:
     for source in sources:
         path = Path(source)
         if source in BUILTIN and not path.exists():
-            files.extend(python_sources())
+            files.extend(python_sources() if source == "python" else [fetch(SHAKESPEARE)])
         elif path.is_dir():
             found = sorted(
                 p
@@ -85,45 +285,25 @@ def find_files(sources: list[str], glob: str = "*") -> list[Path]:
     return files
 
 
-def decode(data: bytes, name: str, encoding_errors: str = "strict") -> str:
-    """UTF-8 bytes -> str, refusing binary and non-UTF-8 files with a message that helps."""
-    for bom, encoding in _BOMS.items():
-        if data.startswith(bom):
-            raise CorpusError(
-                f"{name}: looks like {encoding}, not UTF-8; convert it first, for example "
-                f"`iconv -f {encoding} -t UTF-8 {name} > {Path(name).stem}.utf8.txt`"
-            )
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name}: binary file (NUL byte at offset {nul}), not text")
-    try:
-        return data.decode("utf-8", errors=encoding_errors)
-    except UnicodeDecodeError as e:
-        raise CorpusError(
-            f"{name}: invalid UTF-8 at byte offset {e.start}; fix the file or pass "
-            "--encoding-errors replace to read it with U+FFFD in place of bad bytes"
-        ) from None
-
-
 def read(sources: list[str], glob: str = "*", encoding_errors: str = "strict") -> Corpus:
-    """Read every file of a corpus into one string; files are joined as they are."""
+    """Check every file of a corpus (one streaming pass) and hash its text."""
     files = find_files(sources, glob)
-    parts = []
-    builtin = not sources or all(s in BUILTIN for s in sources)
+    python = not sources or sources == ["python"]
+    kept, chars, digest = [], 0, hashlib.sha256()
     for path in files:
-        data = path.read_bytes()
-        if builtin:
-            # The interpreter's own sources are not the user's input: a file that is not
-            # clean UTF-8 is left out rather than stopping a first run.
+        blocks = _read(path, encoding_errors)
+        if python:
+            # The interpreter's own sources are not the user's input: a file that is
+            # not clean UTF-8 is left out rather than stopping a first run.
             try:
-                parts.append(decode(data, str(path)))
+                blocks = list(blocks)
             except CorpusError:
                 continue
-        else:
-            parts.append(decode(data, str(path), encoding_errors))
-    text = "".join(parts)
-    if not text:
+        for block in blocks:
+            chars += len(block)
+            digest.update(block.encode("utf-8", errors="surrogatepass"))
+        kept.append(path)
+    if not chars:
         where = ", ".join(sources) if sources else "python"
         raise CorpusError(f"{where}: the corpus is empty; give a file or folder with some text")
-    sha = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
-    return Corpus(text=text, files=tuple(files), sha256=sha)
+    return Corpus(tuple(kept), glob, encoding_errors, chars, digest.hexdigest())

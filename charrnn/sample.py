@@ -7,6 +7,7 @@ the caller can stream them out as they are made.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +28,7 @@ class SampleConfig:
     top_p: float | None = None  # sample among the fewest tokens whose probability sums to p
     num_samples: int = 1  # samples generated together, as one batch
     stop_at_eos: bool = True  # a sample ends when it emits <eos>
+    banned_ids: tuple[int, ...] = ()  # never generated (a word model's <unk>, by default)
 
     def __post_init__(self):
         if self.length < 0:
@@ -58,6 +60,10 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Ten
 
 def next_token(logits: Tensor, config: SampleConfig, generator: torch.Generator | None) -> Tensor:
     """Pick one token per row of logits [B, V] -> [B]."""
+    if config.banned_ids:
+        logits = logits.index_fill(
+            -1, torch.tensor(config.banned_ids, device=logits.device), -math.inf
+        )
     if config.temperature == 0:
         return logits.argmax(-1)
     logits = filter_logits(logits.float() / config.temperature, config.top_k, config.top_p)
@@ -118,11 +124,14 @@ def generate(
     eos_id: int,
     generator: torch.Generator | None = None,
     clamp: Clamp | None = None,
+    burn_in: int = 0,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (ids [B], alive [B]) per step: the next token of each of the B samples, and
     which samples were still running when it was made (a finished sample's tokens are
     padding). An empty prime starts from <eos>, the token that begins every text.
-    `clamp` holds chosen units of h fixed throughout, the prime included.
+    `clamp` holds chosen units of h fixed throughout, the prime included. `burn_in` > 0:
+    first let each sample run (for at most that many tokens) until it says <eos>, and
+    start from there (see run_to_eos).
     """
     model.eval()
     if clamp:
@@ -133,6 +142,8 @@ def generate(
     prime_ids = torch.tensor([prime or [eos_id]], device=device).expand(B, -1)  # [B, P]
     logits, state = forward(prime_ids)
     logits = logits[:, -1]  # [B, V]: what follows the prime
+    if burn_in:
+        logits, state = run_to_eos(forward, logits, state, config, eos_id, generator, burn_in)
     alive = torch.ones(B, dtype=torch.bool, device=device)
     for _ in range(config.length):
         ids = next_token(logits, config, generator)  # [B]
@@ -143,6 +154,26 @@ def generate(
                 return
         logits, state = forward(ids[:, None], state)
         logits = logits[:, -1]
+
+
+def run_to_eos(forward, logits, state, config, eos_id, generator, most: int):
+    """Let each of the B streams generate freely until it says <eos>, and return the
+    (logits [B, V], state) of each right after its <eos>: the start of a document.
+
+    A model trained on documents with its state carried across them has met a document
+    start almost only after an <eos>, never from the zero state; starting each sample
+    after one it made itself gives whole documents, not the middle of one.
+    """
+    waiting = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+    for _ in range(most):
+        ids = next_token(logits, config, generator)  # [B]
+        new_logits, new_state = forward(ids[:, None], state)
+        logits = torch.where(waiting[:, None], new_logits[:, -1], logits)
+        state = tuple(torch.where(waiting[None, :, None], n, s) for n, s in zip(new_state, state))
+        waiting = waiting & (ids != eos_id)
+        if not waiting.any():
+            break
+    return logits, state
 
 
 def sample_text(model, tokenizer, prime: str, config: SampleConfig, generator=None) -> list[str]:

@@ -3,22 +3,67 @@
 A tokenizer is fitted on a corpus, saved into the run directory beside the model that
 uses it (the model owns its vocabulary), and loaded back from there. Ids come out as
 NumPy arrays so a corpus of millions of characters is encoded without Python lists.
+Fitting reads the corpus as an iterable of text chunks, so no corpus has to fit in
+memory at once.
 
-CharTokenizer is exact: one token per Unicode code point, no normalisation, so
-decode(encode(s)) == s for any text made of known characters. Id 0 is `<eos>`, the
-end-of-sequence token that separates documents and ends a sample.
+Three kinds, all exact on the text they can represent, and all with id 0 = `<eos>`, the
+end-of-sequence token that separates documents and ends a sample:
+
+- CharTokenizer: one token per Unicode code point, no normalisation.
+- WordTokenizer: words, single punctuation marks, newlines and runs of other whitespace;
+  the `vocab_size` commonest (seen at least `min_count` times) are kept, the rest are
+  `<unk>` (id 1).
+- SentencePieceTokenizer (`bpe` | `unigram`): trained in-process by sentencepiece with an
+  identity normalisation and byte fallback, so every text round-trips; the model file is
+  saved as tokenizer.model and works with sentencepiece's own tools.
+
+`count_chars(ids)` is the number of characters the ids decode to, with one for each
+`<eos>` (it stands where the text had a boundary): bits per character are computed from
+it, which is what makes a char, a word and a BPE model of the same text comparable.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 EOS = "<eos>"
+UNK = "<unk>"
 TOKENIZER_FILE = "tokenizer.json"
+SENTENCEPIECE_FILE = "tokenizer.model"
+KINDS = ("char", "word", "bpe", "unigram")
+ON_UNKNOWN = ("error", "skip", "unk")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    kind: str = "char"  # char | word | bpe | unigram
+    vocab_size: int | None = None  # tokens kept, specials included (word, bpe, unigram)
+    min_count: int = 1  # word: a word seen fewer times than this is <unk>
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown tokenizer {self.kind!r}; choose {' | '.join(KINDS)}")
+        if self.kind == "char" and self.vocab_size is not None:
+            raise ValueError("--vocab-size is for word, bpe and unigram tokenizers, not char")
+        if self.vocab_size is not None and self.vocab_size < 3:
+            raise ValueError(f"vocab_size must be at least 3, not {self.vocab_size}")
+        if self.min_count < 1:
+            raise ValueError(f"min_count must be at least 1, not {self.min_count}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_VOCAB = {"word": 10_000, "bpe": 2_000, "unigram": 2_000}
 
 
 class Tokenizer(Protocol):
@@ -27,8 +72,11 @@ class Tokenizer(Protocol):
     kind: str
     vocab_size: int
     eos_id: int
+    unk_id: int | None  # None: every text can be encoded, or none may be unknown
 
-    def encode(self, text: str) -> np.ndarray: ...  # [N] int32
+    # unknown = "error" raises ValueError naming the unknown symbols, "skip" drops them,
+    # "unk" maps them to <unk> (where the tokenizer has one).
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray: ...  # [N] int32
     def decode(self, ids) -> str: ...
     def unknown(self, text: str) -> list[str]: ...  # symbols of `text` not in the vocabulary
     def count_chars(self, ids) -> int: ...  # characters the ids decode to (for bits/char)
@@ -41,10 +89,28 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4")
 
 
+def _from_points(points: np.ndarray) -> list[str]:
+    return list(points.astype("<u4").tobytes().decode("utf-32-le", errors="surrogatepass"))
+
+
+def _sum_lengths(lengths: np.ndarray, ids) -> int:
+    """sum(lengths[ids]) in slices, so a memory-mapped corpus is never copied whole."""
+    ids = np.asarray(ids)
+    step = 1 << 22
+    return int(sum(lengths[ids[i : i + step]].sum() for i in range(0, ids.size, step)))
+
+
+def _refuse_unknown(unknown: list[str]) -> None:
+    shown = " ".join(repr(s) for s in unknown[:20])
+    more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+    raise ValueError(f"text has symbols not in the vocabulary: {shown}{more}")
+
+
 class CharTokenizer:
     """One token per Unicode code point; id 0 is `<eos>`, then the symbols in code-point order."""
 
     kind = "char"
+    unk_id = None
 
     def __init__(self, symbols: list[str]):
         if any(len(s) != 1 for s in symbols) or len(set(symbols)) != len(symbols):
@@ -55,16 +121,23 @@ class CharTokenizer:
         self.vocab_size = len(self.symbols) + 1
 
     @classmethod
-    def fit(cls, text: str) -> CharTokenizer:
-        points = np.unique(_code_points(text))
+    def fit(cls, chunks: Iterable[str]) -> CharTokenizer:
+        points = np.zeros(0, dtype="<u4")
+        for chunk in chunks:
+            points = np.union1d(points, _code_points(chunk))
         return cls(_from_points(points))
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         points = _code_points(text)
         index = np.searchsorted(self._points, points)
         index = np.minimum(index, len(self._points) - 1)
-        if not np.array_equal(self._points[index], points):
-            raise ValueError(f"text has symbols not in the vocabulary: {self.unknown(text)}")
+        known = self._points[index] == points
+        if not known.all():
+            if unknown == "error":
+                _refuse_unknown(self.unknown(text))
+            if unknown == "unk":
+                raise ValueError("a char model has no <unk>; use --on-unknown skip or error")
+            index = index[known]
         return (index + 1).astype(np.int32)
 
     def decode(self, ids) -> str:
@@ -76,35 +149,188 @@ class CharTokenizer:
         return _from_points(points[~np.isin(points, self._points)])
 
     def count_chars(self, ids) -> int:
-        # Every token is one character; <eos> stands where the text had a boundary
-        # (a newline, a file break), so it counts as one too.
-        return int(np.asarray(ids).size)
+        return int(np.asarray(ids).size)  # every token is one character, <eos> included
 
     def files(self) -> dict[str, bytes]:
         data = {"type": self.kind, "specials": [EOS], "symbols": self.symbols}
         return {TOKENIZER_FILE: json.dumps(data, ensure_ascii=True).encode("ascii")}
 
 
-def _from_points(points: np.ndarray) -> list[str]:
-    return list(points.astype("<u4").tobytes().decode("utf-32-le", errors="surrogatepass"))
+# A literal "<unk>" (WikiText writes its rare words so) is the <unk> token; otherwise
+# every character of a text falls in exactly one class, so the tokens join back into it.
+WORD_PATTERN = re.compile(r"<unk>|\w+|[^\w\s]|\n|[^\S\n]+")
 
 
-def fit(kind: str, text: str) -> Tokenizer:
-    """A new tokenizer of `kind` fitted on `text`."""
-    if kind == "char":
-        return CharTokenizer.fit(text)
-    raise ValueError(f"unknown tokenizer {kind!r}; choose char")
+class WordTokenizer:
+    """Words (\\w+), single punctuation marks, newlines and runs of other whitespace.
+
+    Ids: 0 `<eos>`, 1 `<unk>`, then the kept tokens, commonest first. Lossless for text
+    whose tokens are all in the vocabulary: newlines and indentation survive.
+    """
+
+    kind = "word"
+    eos_id, unk_id = 0, 1
+
+    def __init__(self, tokens: list[str]):
+        if len(set(tokens)) != len(tokens) or EOS in tokens or UNK in tokens:
+            raise ValueError("a word vocabulary holds distinct tokens and no specials")
+        self.tokens = [EOS, UNK, *tokens]
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        self.vocab_size = len(self.tokens)
+        # <eos> counts as one character; <unk> as the five of its spelling.
+        self._lengths = np.array([1, len(UNK), *map(len, tokens)], dtype=np.int64)
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str], config: TokenizerConfig) -> WordTokenizer:
+        counts: Counter[str] = Counter()
+        for chunk in chunks:
+            counts.update(WORD_PATTERN.findall(chunk))
+        counts.pop(UNK, None)
+        limit = (config.vocab_size or DEFAULT_VOCAB["word"]) - 2
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return cls([t for t, n in ranked[:limit] if n >= config.min_count])
+
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
+        tokens = WORD_PATTERN.findall(text)
+        ids = np.fromiter((self.index.get(t, -1) for t in tokens), np.int32, len(tokens))
+        missing = ids < 0
+        if missing.any():
+            if unknown == "error":
+                _refuse_unknown(self.unknown(text))
+            ids = ids[~missing] if unknown == "skip" else np.where(missing, self.unk_id, ids)
+        return ids.astype(np.int32, copy=False)
+
+    def decode(self, ids) -> str:
+        return "".join(self.tokens[i] for i in np.asarray(ids).tolist() if i != self.eos_id)
+
+    def unknown(self, text: str) -> list[str]:
+        return sorted({t for t in WORD_PATTERN.findall(text) if t not in self.index})
+
+    def count_chars(self, ids) -> int:
+        return _sum_lengths(self._lengths, ids)
+
+    def files(self) -> dict[str, bytes]:
+        data = {"type": self.kind, "specials": [EOS, UNK], "tokens": self.tokens[2:]}
+        return {TOKENIZER_FILE: json.dumps(data, ensure_ascii=True).encode("ascii")}
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates: legal in a str, not in UTF-8
+SPACE = "\u2581"  # sentencepiece's stand-in for " "; a literal one is encoded as its bytes
+
+
+class SentencePieceTokenizer:
+    """BPE or unigram subwords by sentencepiece, with an identity normalisation, newlines
+    kept as their own piece, and byte fallback: decode(encode(s)) == s for any text."""
+
+    eos_id, unk_id = 0, None  # byte fallback: nothing is unknown but lone surrogates
+
+    def __init__(self, kind: str, model: bytes):
+        import sentencepiece
+
+        self.kind, self.model = kind, model
+        self.sp = sentencepiece.SentencePieceProcessor(model_proto=model)
+        self.vocab_size = self.sp.get_piece_size()
+        if self.sp.eos_id() != 0 or self.sp.piece_to_id("<0x00>") == self.sp.unk_id():
+            raise ValueError("not a charrnn sentencepiece model (<eos> is not id 0, or no bytes)")
+        self._space_bytes = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPACE.encode()]
+        self._lengths = np.array([self._piece_chars(i) for i in range(self.vocab_size)])
+
+    def _piece_chars(self, i: int) -> int:
+        if i == self.eos_id:
+            return 1
+        if self.sp.is_byte(i):  # a character is its leading byte; continuation bytes add none
+            return int(not 0x80 <= int(self.sp.id_to_piece(i)[3:5], 16) < 0xC0)
+        if self.sp.is_control(i) or self.sp.is_unknown(i):
+            return 0
+        return len(self.sp.id_to_piece(i))
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str], config: TokenizerConfig) -> SentencePieceTokenizer:
+        import sentencepiece
+
+        def lines():
+            for chunk in chunks:
+                yield from chunk.splitlines(keepends=True)
+
+        out = io.BytesIO()
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=lines(), model_writer=out, model_type=config.kind,
+            vocab_size=config.vocab_size or DEFAULT_VOCAB[config.kind],
+            hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary, not an error
+            normalization_rule_name="identity", remove_extra_whitespaces=False,
+            add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=False,
+            byte_fallback=True, character_coverage=1.0, user_defined_symbols=["\n"],
+            eos_id=0, eos_piece=EOS, unk_id=1, bos_id=-1, pad_id=-1,
+            input_sentence_size=2_000_000, shuffle_input_sentence=True,
+            max_sentence_length=1 << 16, num_threads=2, minloglevel=2,
+        )  # fmt: skip
+        return cls(config.kind, out.getvalue())
+
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
+        if SURROGATE.search(text):  # the one thing UTF-8, and so sentencepiece, cannot hold
+            if unknown == "error":
+                _refuse_unknown(self.unknown(text))
+            if unknown == "unk":
+                raise ValueError(f"a {self.kind} model has no <unk>; use --on-unknown skip")
+            text = SURROGATE.sub("", text)
+        parts = text.split(SPACE)
+        ids: list[int] = []
+        for i, part in enumerate(parts):
+            if i:
+                ids.extend(self._space_bytes)
+            ids.extend(self.sp.encode(part))
+        return np.array(ids, dtype=np.int32)
+
+    def decode(self, ids) -> str:
+        ids = [i for i in np.asarray(ids).tolist() if i != self.eos_id]
+        return self.sp.decode(ids)
+
+    def unknown(self, text: str) -> list[str]:
+        return sorted(set(SURROGATE.findall(text)))
+
+    def count_chars(self, ids) -> int:
+        return _sum_lengths(self._lengths, ids)
+
+    def files(self) -> dict[str, bytes]:
+        data = {"type": self.kind, "specials": [EOS], "model": SENTENCEPIECE_FILE}
+        return {
+            TOKENIZER_FILE: json.dumps(data).encode("ascii"),
+            SENTENCEPIECE_FILE: self.model,
+        }
+
+
+def fit(config: TokenizerConfig, chunks: Iterable[str]) -> Tokenizer:
+    """A new tokenizer fitted on the text of `chunks` (read once)."""
+    if config.kind == "char":
+        return CharTokenizer.fit(chunks)
+    if config.kind == "word":
+        return WordTokenizer.fit(chunks, config)
+    return SentencePieceTokenizer.fit(chunks, config)
+
+
+def from_files(files: dict[str, bytes]) -> Tokenizer:
+    """The tokenizer that `files()` wrote. Raises ValueError on anything else."""
+    data = json.loads(files[TOKENIZER_FILE].decode("ascii"))
+    kind = data["type"]
+    if kind == "char" and data["specials"] == [EOS]:
+        return CharTokenizer(data["symbols"])
+    if kind == "word" and data["specials"] == [EOS, UNK]:
+        return WordTokenizer(data["tokens"])
+    if kind in ("bpe", "unigram") and data["model"] == SENTENCEPIECE_FILE:
+        return SentencePieceTokenizer(kind, files[SENTENCEPIECE_FILE])
+    raise ValueError(f"unknown tokenizer type {kind!r}")
 
 
 def load(run_dir: Path) -> Tokenizer:
-    """The tokenizer saved in a run directory. Raises ValueError naming the file if it is bad."""
+    """The tokenizer saved in a directory. Raises ValueError naming the file if it is bad."""
     path = Path(run_dir) / TOKENIZER_FILE
     try:
-        data = json.loads(path.read_text(encoding="ascii"))
-        if data["type"] == "char" and data["specials"] == [EOS]:
-            return CharTokenizer(data["symbols"])
-        raise ValueError(f"unknown tokenizer type {data.get('type')!r}")
+        files = {TOKENIZER_FILE: path.read_bytes()}
+        if "model" in json.loads(files[TOKENIZER_FILE]):
+            path = Path(run_dir) / SENTENCEPIECE_FILE
+            files[SENTENCEPIECE_FILE] = path.read_bytes()
+        return from_files(files)
     except FileNotFoundError:
         raise ValueError(f"{path}: missing; this run directory has no tokenizer") from None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RuntimeError) as e:
         raise ValueError(f"{path}: not a valid tokenizer file ({e})") from None

@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny hermetic texts, written into pytest's tmp_path."""
+"""Shared fixtures: tiny hermetic texts, written into pytest's tmp_path, and a token
+cache of the session's own (never the user's ~/.cache)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,3 +20,17 @@ def text_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"
     path.write_text(TEXT, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_cache(tmp_path_factory):
+    """Point the token cache (and downloads) at the session's tmp dir; subprocesses inherit it."""
+    saved = {k: os.environ.get(k) for k in ("CHARRNN_CACHE", "CHARRNN_CORPORA")}
+    os.environ["CHARRNN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["CHARRNN_CORPORA"] = str(tmp_path_factory.mktemp("corpora"))
+    yield Path(os.environ["CHARRNN_CACHE"])
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

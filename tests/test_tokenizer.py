@@ -47,3 +47,79 @@ def test_load_names_a_bad_file(tmp_path):
     (tmp_path / tokenizers.TOKENIZER_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="tokenizer.json"):
         tokenizers.load(tmp_path)
+
+
+# word and subword tokenizers -------------------------------------------------------------
+
+from charrnn.tokenizer import TokenizerConfig, WordTokenizer  # noqa: E402
+
+CODE = "def f(x):\n    return x  + 1\n\n\tif x:\r\n        pass  # done\n"
+
+
+def test_word_tokens_keep_newlines_and_indentation():
+    tok = tokenizers.fit(TokenizerConfig("word"), [CODE])
+    ids = tok.encode(CODE)
+    assert tok.decode(ids) == CODE
+    pieces = [tok.decode([i]) for i in ids.tolist()]
+    assert pieces[:8] == ["def", " ", "f", "(", "x", ")", ":", "\n"]
+    assert "        " in pieces and "\t" in pieces and "\r" in pieces  # runs of blanks
+    assert tok.count_chars(ids) == len(CODE)
+
+
+def test_word_vocabulary_keeps_the_commonest_and_maps_the_rest_to_unk():
+    text = "a a a b b c <unk> d"
+    tok = tokenizers.fit(TokenizerConfig("word", vocab_size=5), [text])
+    assert tok.tokens == ["<eos>", "<unk>", " ", "a", "b"]  # 2 specials + the 3 commonest
+    assert tok.decode(tok.encode("a c b", "unk")) == "a <unk> b"
+    assert tok.encode("<unk>").tolist() == [tok.unk_id]  # WikiText's own <unk> is ours
+    rare = tokenizers.fit(TokenizerConfig("word", min_count=2), [text])
+    assert rare.unknown("a c d") == ["c", "d"]
+
+
+def test_word_unknowns_error_skip_or_unk():
+    tok = tokenizers.fit(TokenizerConfig("word"), ["the cat sat"])
+    with pytest.raises(ValueError, match="'dog'"):
+        tok.encode("the dog sat")
+    assert tok.decode(tok.encode("the dog sat", "skip")) == "the  sat"
+    assert tok.decode(tok.encode("the dog sat", "unk")) == "the <unk> sat"
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_sentencepiece_round_trips_any_text_exactly(kind, tmp_path):
+    import sentencepiece
+
+    from .conftest import TEXT
+
+    tok = tokenizers.fit(TokenizerConfig(kind, vocab_size=400), [TEXT, CODE])
+    assert tok.unknown(UNICODE) == ["\ud800"]  # a lone surrogate has no UTF-8 bytes
+    for text in (TEXT, CODE, UNICODE[:-1], "  leading\n\n\ntrailing  \n", "a\u2581b \u2581"):
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text
+        assert tok.count_chars(ids) == len(text)  # bytes of one character count once
+    # the saved model is sentencepiece's own: its processor reads it and agrees with ours
+    for name, data in tok.files().items():
+        (tmp_path / name).write_bytes(data)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    assert sp.encode(CODE) == tok.encode(CODE).tolist()
+    assert sp.decode(sp.encode(TEXT)) == TEXT
+    again = tokenizers.load(tmp_path)
+    assert again.kind == kind and again.encode(TEXT).tolist() == tok.encode(TEXT).tolist()
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_count_chars_is_the_length_of_the_decoded_text_plus_one_per_eos(kind):
+    from .conftest import TEXT
+
+    tok = tokenizers.fit(TokenizerConfig(kind), [TEXT])
+    ids = np.concatenate([[tok.eos_id], tok.encode(TEXT), [tok.eos_id], tok.encode("All:")])
+    assert tok.count_chars(ids) == len(TEXT) + len("All:") + 2
+
+
+def test_tokenizer_config_refuses_bad_values():
+    with pytest.raises(ValueError, match="choose char"):
+        TokenizerConfig("words")
+    with pytest.raises(ValueError, match="not char"):
+        TokenizerConfig("char", vocab_size=100)
+    with pytest.raises(ValueError, match="min_count"):
+        TokenizerConfig("word", min_count=0)
+    assert isinstance(tokenizers.fit(TokenizerConfig("word"), ["x"]), WordTokenizer)

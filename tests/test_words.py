@@ -1,0 +1,127 @@
+"""Word and subword models end to end: bits per character that compare across
+tokenizers, documents that sample whole, and prime text with unknown symbols."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from charrnn import checkpoint
+from charrnn.cli import app
+
+from .conftest import TEXT
+
+runner = CliRunner()
+SMALL = ["--hidden", "32", "--embedding", "16", "--batch-size", "4", "--seq-len", "16",
+         "--eval-every", "50"]  # fmt: skip
+
+
+def train(tmp_path, name, text, *args):
+    corpus = tmp_path / f"{name}.txt"
+    corpus.write_text(text, encoding="utf-8")
+    run = tmp_path / name
+    result = runner.invoke(app, ["train", str(corpus), *SMALL, *args, "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    return run, corpus, result
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_bits_per_char_is_total_nats_over_ln2_over_characters(tmp_path, kind):
+    run, corpus, _ = train(tmp_path, kind, TEXT, "--tokenizer", kind, "--steps", "30")
+    # one window holds the whole text, so eval reads it in one stream, as below
+    result = runner.invoke(app, ["eval", str(run), str(corpus), "--json", "--seq-len", "5000"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    # the same figure from scratch: one forward pass over <eos> + the text
+    model, tok, _ = checkpoint.load_best(run)
+    ids = torch.tensor([[tok.eos_id, *tok.encode(TEXT).tolist()]])
+    logits, _ = model(ids[:, :-1])
+    nats = F.cross_entropy(logits[0].double(), ids[0, 1:], reduction="sum").item()
+    assert scored["chars"] == len(TEXT) and scored["tokens"] == ids.shape[1] - 1
+    assert scored["tokens"] < len(TEXT) / 2  # these are words and subwords, not characters
+    assert scored["bpc"] == pytest.approx(nats / math.log(2) / len(TEXT), rel=1e-5)
+    assert json.loads((run / "config.json").read_text())["tokenizer"]["type"] == kind
+    if kind == "bpe":
+        assert (run / "tokenizer.model").exists()
+
+
+NAMES = "\n".join(random.Random(0).sample(["anna", "bob", "cleo", "dora", "eli", "fay"] * 60, 360))
+
+
+def test_documents_lines_sample_whole_names(tmp_path):
+    run, _, result = train(
+        tmp_path, "names", NAMES, "--documents", "lines", "--steps", "150", "--lr", "1e-2"
+    )
+    assert json.loads((run / "config.json").read_text())["corpus"]["documents"] == "lines"
+    sampled = runner.invoke(
+        app, ["sample", str(run), "--num-samples", "8", "--seed", "1", "--length", "40"]
+    )
+    assert sampled.exit_code == 0, sampled.output
+    lines = sampled.stdout.split("\n")
+    assert len(lines) == 9 and lines[-1] == ""  # 8 documents, one per line
+    names = set(NAMES.split())
+    assert sum(line in names for line in lines[:8]) >= 6, lines  # learned whole names
+
+
+WORDS = " ".join(f"common{i % 5} rare{i}" for i in range(400)) + "\n"
+
+
+def test_word_model_maps_rare_words_to_unk_and_never_samples_it_unless_asked(tmp_path):
+    run, _, result = train(
+        tmp_path, "words", WORDS, "--tokenizer", "word", "--min-count", "2", "--steps", "100"
+    )
+    assert "are <unk>" in result.stderr  # the share of <unk> is reported
+    sample = ["sample", str(run), "--length", "200", "--seed", "3", "--num-samples", "4"]
+    plain = runner.invoke(app, sample)
+    assert plain.exit_code == 0 and "<unk>" not in plain.stdout
+    allowed = runner.invoke(app, [*sample, "--allow-unk"])
+    assert allowed.exit_code == 0 and "<unk>" in allowed.stdout
+
+
+def test_unknown_prime_error_skip_unk(tmp_path):
+    run, _, _ = train(tmp_path, "w", TEXT, "--tokenizer", "word", "--steps", "5")
+    prime = ["sample", str(run), "--length", "5", "--seed", "1", "--prime", "Speak, zebra"]
+    refused = runner.invoke(app, prime)
+    assert refused.exit_code == 2 and "'zebra'" in refused.stderr and "skip" in refused.stderr
+    for how in ("skip", "unk"):
+        result = runner.invoke(app, [*prime, "--on-unknown", how])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("Speak, zebra")  # the prime is printed as given
+    bad = runner.invoke(app, [*prime, "--on-unknown", "ignore"])
+    assert bad.exit_code == 2 and "choose error | skip | unk" in bad.stderr
+    char, _, _ = train(tmp_path, "c", TEXT, "--steps", "5")
+    no_unk = runner.invoke(app, ["sample", str(char), "--prime", "Spe☃k", "--on-unknown", "unk"])
+    assert no_unk.exit_code == 2 and "has no <unk>" in no_unk.stderr
+    skip = runner.invoke(app, ["sample", str(char), "--prime", "Spe☃k", "--on-unknown", "skip",
+                               "--length", "3"])  # fmt: skip
+    assert skip.exit_code == 0
+
+
+def test_resume_refuses_another_tokenizer_and_a_second_run_reads_the_cache(tmp_path):
+    run, corpus, first = train(tmp_path, "r", TEXT.upper(), "--tokenizer", "word", "--steps", "5")
+    assert "encoded" in first.stderr
+    changed = runner.invoke(app, ["train", "--resume", str(run), "--tokenizer", "char"])
+    assert changed.exit_code == 2 and "--tokenizer char differs from the run's word" in (
+        changed.stderr
+    )
+    again = runner.invoke(app, ["train", str(corpus), *SMALL, "--tokenizer", "word",
+                                "--steps", "2", "--run-dir", str(tmp_path / "again")])  # fmt: skip
+    assert again.exit_code == 0 and "token ids from the cache" in again.stderr
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--steps", "8"])
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_a_folder_without_matching_files_and_an_empty_file(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("hello")
+    result = runner.invoke(app, ["train", str(tmp_path / "docs"), "--glob", "*.txt"])
+    assert result.exit_code == 2 and "no files matching --glob '*.txt'" in result.stderr
+    (tmp_path / "empty.txt").write_text("")
+    result = runner.invoke(app, ["train", str(tmp_path / "empty.txt"), "--tokenizer", "bpe"])
+    assert result.exit_code == 2 and "the corpus is empty" in result.stderr
+    assert np.__name__  # numpy is what the ids are made of
