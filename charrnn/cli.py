@@ -351,7 +351,10 @@ def new_run(sources, text, tokens_given, given, dev, run_dir):
     config = {
         "model": model_cfg.to_dict(),
         "train": train_cfg.to_dict(),
-        "tokenizer": {**tok_cfg.to_dict(), "type": tok.kind, "vocab_size": tok.vocab_size},
+        "tokenizer": {
+            "type": tok.kind, "vocab_size": tok.vocab_size,  # what the fit gave
+            "requested_vocab_size": tok_cfg.vocab_size, "min_count": tok_cfg.min_count,
+        },
         "corpus": {
             "sources": sources, "glob": text.glob, "encoding_errors": text.encoding_errors,
             "documents": documents, "files": len(text.files), "chars": text.chars,
@@ -373,7 +376,7 @@ def resume_run(run: Path, sources, glob, encoding_errors, given, dev):
     saved_model, saved_train = config["model"], config["train"]
     stored_tokens = {
         "tokenizer": config["tokenizer"]["type"],
-        "vocab_size": config["tokenizer"].get("vocab_size"),
+        "vocab_size": config["tokenizer"].get("requested_vocab_size"),
         "min_count": config["tokenizer"].get("min_count", 1),
         "documents": config["corpus"].get("documents", "none"),
     }
@@ -810,7 +813,8 @@ def inspection_text(model, tok, text, file, max_chars: int, seed: int, dev) -> s
     unknown = tok.unknown(text)
     if unknown:
         shown = " ".join(repr(c) for c in unknown[:20])
-        raise UsageError(f"the text has characters the model has never seen: {shown}")
+        what = "words" if tok.kind == "word" else "characters"
+        raise UsageError(f"the text has {what} the model has never seen: {shown}")
     return text
 
 
@@ -863,12 +867,18 @@ def _rgb(rgb: tuple[int, int, int]) -> str:
 
 
 def view_rows(tokens, width: int) -> list[range]:
-    """Steps per screen row: a row ends after a newline or when it fills the width."""
-    rows, start = [], 0
+    """Steps per screen row: a row ends after a newline or when it fills the width (a
+    word or subword token takes as many columns as it has characters)."""
+    rows, start, used = [], 0, 0
     for t, token in enumerate(tokens):
-        if token == "\n" or t + 1 - start == width:
+        cells = len(neurons.glyph(token))
+        if used and used + cells > width:
+            rows.append(range(start, t))
+            start, used = t, 0
+        used += cells
+        if token.endswith("\n") or used >= width:
             rows.append(range(start, t + 1))
-            start = t + 1
+            start, used = t + 1, 0
     if start < len(tokens):
         rows.append(range(start, len(tokens)))
     return rows
@@ -876,18 +886,22 @@ def view_rows(tokens, width: int) -> list[range]:
 
 def view_lines(row: range, tr, tok, values, plain: bool) -> list[Text]:
     """The text coloured by the neuron (plain: a digit row under it, 0 = -1 .. 9 = +1),
-    then one line per guess rank, each guess shaded by its probability."""
+    then one line per guess rank, each guess shaded by its probability. Each step takes
+    as many columns as its token; a guess is cut or padded to fit them."""
+    widths = {t: len(neurons.glyph(tr.tokens[t])) for t in row}
     text = Text()
     for t in row:
         text.append(neurons.glyph(tr.tokens[t]), None if plain else _rgb(neurons.colour(values[t])))
     lines = [text]
     if plain:
-        lines.append(Text("".join(str(round((values[t] + 1) * 4.5)) for t in row)))
+        lines.append(Text("".join(str(round((values[t] + 1) * 4.5)) * widths[t] for t in row)))
     for k in range(tr.top_ids.shape[1]):
         guesses = Text()
         for t in row:
-            g = neurons.glyph(tok.decode([int(tr.top_ids[t, k])]), "␣")
-            guesses.append(g, None if plain else _rgb(neurons.shade(tr.top_probs[t, k])))
+            g = neurons.glyph(tok.decode([int(tr.top_ids[t, k])]), "␣")[: widths[t]]
+            guesses.append(
+                g.ljust(widths[t]), None if plain else _rgb(neurons.shade(tr.top_probs[t, k]))
+            )
         lines.append(guesses)
     return lines
 
@@ -895,17 +909,18 @@ def view_lines(row: range, tr, tok, values, plain: bool) -> list[Text]:
 def render_view(out: Console, tr, tok, acts, name, shown, target, ranking, plain) -> None:
     layer, neuron = shown
     values = neurons.unit_scale(acts[layer, :, neuron], name)  # [T] in [-1, 1]
-    head = f"layer {layer}, neuron {neuron}: {neurons.LABELS[name]} over {len(values):,} characters"
+    unit = "characters" if tok.kind == "char" else "tokens"
+    head = f"layer {layer}, neuron {neuron}: {neurons.LABELS[name]} over {len(values):,} {unit}"
     if target is not None:
         r = neurons.pearson(acts[layer, :, neuron][None].astype("float64"), target)[0]
         head += f"; r = {r:+.3f} with {ranking['feature']}"
     scale = "0 to 1" if neurons.value_range(name)[0] == 0 else "-1 to +1"
     legend = (
         f"under each line: the activation as a digit, 0 to 9 for {scale}; then the model's 5 "
-        "likeliest next characters, likeliest first"
+        f"likeliest next {unit}, likeliest first"
         if plain
         else f"background: blue, white, red for {scale}; under each line: the model's 5 "
-        "likeliest next characters, greener = likelier"
+        f"likeliest next {unit}, greener = likelier"
     )
     out.print(Text(head, style="bold"), soft_wrap=True)
     out.print(Text(legend, style="dim"), soft_wrap=True)

@@ -123,7 +123,7 @@ class CharTokenizer:
     @classmethod
     def fit(cls, chunks: Iterable[str]) -> CharTokenizer:
         points = np.zeros(0, dtype="<u4")
-        for chunk in chunks:
+        for chunk in [chunks] if isinstance(chunks, str) else chunks:
             points = np.union1d(points, _code_points(chunk))
         return cls(_from_points(points))
 
@@ -183,7 +183,7 @@ class WordTokenizer:
     @classmethod
     def fit(cls, chunks: Iterable[str], config: TokenizerConfig) -> WordTokenizer:
         counts: Counter[str] = Counter()
-        for chunk in chunks:
+        for chunk in [chunks] if isinstance(chunks, str) else chunks:
             counts.update(WORD_PATTERN.findall(chunk))
         counts.pop(UNK, None)
         limit = (config.vocab_size or DEFAULT_VOCAB["word"]) - 2

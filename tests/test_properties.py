@@ -8,9 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from charrnn import tokenizer as tokenizers
 from charrnn.cli import app
 from charrnn.data import Streams
-from charrnn.tokenizer import CharTokenizer
+from charrnn.tokenizer import CharTokenizer, TokenizerConfig
 
 runner = CliRunner()
 
@@ -20,6 +21,32 @@ def test_char_round_trip_on_any_unicode(text):
     tok = CharTokenizer.fit(text)
     assert tok.decode(tok.encode(text)) == text
     assert tok.unknown(text) == []
+
+
+@given(st.text(min_size=1))
+def test_word_round_trip_on_any_unicode(text):
+    tok = tokenizers.fit(TokenizerConfig("word"), [text])
+    assert tok.decode(tok.encode(text)) == text and tok.unknown(text) == []
+    assert tok.count_chars(tok.encode(text)) == len(text)
+
+
+_BPE = []
+
+
+def bpe():
+    if not _BPE:  # trained once, on a little English and code
+        from .conftest import TEXT
+        from .test_tokenizer import CODE
+
+        _BPE.append(tokenizers.fit(TokenizerConfig("bpe", vocab_size=300), [TEXT, CODE]))
+    return _BPE[0]
+
+
+@given(st.text(st.characters(blacklist_categories=["Cs"])))  # all but lone surrogates
+def test_bpe_round_trip_on_any_unicode_it_never_saw(text):
+    tok = bpe()
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text and tok.count_chars(ids) == len(text)
 
 
 @given(st.text(min_size=1), st.text())
