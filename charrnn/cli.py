@@ -635,13 +635,19 @@ def info(run: Run, as_json: AsJson = False):
             "best val loss",
             f"{summary['best_val_loss']:.4f} nats/token{bpc} at step {summary['best_step']}",
         )
-    sample_vocab = "".join(tok.decode([i]) for i in range(1, min(tok.vocab_size, 80)))
+    first = [tok.decode([i]) or "<eos>" for i in range(0, min(tok.vocab_size, 80))]
+    sample_vocab = "".join(first) if tok.kind == "char" else " ".join(map(repr, first[:24]))
     table.add_row(
-        "vocabulary", f"{tok.vocab_size} tokens ({config['tokenizer']['type']}): {sample_vocab!r}"
+        "vocabulary",
+        f"{tok.vocab_size:,} tokens ({config['tokenizer']['type']}): "
+        + (repr(sample_vocab) if tok.kind == "char" else sample_vocab)
+        + (" ..." if tok.kind != "char" and tok.vocab_size > 24 else ""),
     )
     c = config["corpus"]
     table.add_row(
-        "corpus", f"{', '.join(c['sources']) or 'python'}: {c['files']} files, {c['chars']:,} chars"
+        "corpus",
+        f"{', '.join(c['sources']) or 'python'}: {c['files']} files, {c['chars']:,} chars"
+        + (f", --documents {c['documents']}" if c.get("documents", "none") != "none" else ""),
     )
     t = config["train"]
     table.add_row("training", ", ".join(f"{k} {v}" for k, v in t.items() if v is not None))
