@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app, resume_run
+from charrnn.cli import UsageError, app, resume_run
 from charrnn.data import Streams, shard_rows
 from charrnn.distributed import World
 from charrnn.model import ModelConfig, RNNLanguageModel
@@ -145,7 +145,7 @@ def test_resume_on_another_number_of_ranks_carries_on_the_same_run(runs, name, r
 
 def test_resume_refuses_ranks_that_cannot_share_the_streams(runs):
     root, _, _ = runs
-    with pytest.raises(Exception, match="3 ranks cannot share them evenly"):
+    with pytest.raises(UsageError, match="3 ranks cannot share them evenly"):
         resume_run(root / "one", [], "*", "strict", {}, torch.device("cpu"), World(0, 3))
 
 
