@@ -428,6 +428,7 @@ def fit(
         if world.size > 1:  # one small collective: the slowest clock, and any rank's signal
             elapsed, stop_agreed = world.agree(elapsed, should_stop())
         trainer.progress.elapsed = elapsed
+        # `finite` agrees on every rank: DDP gave them all the same averaged gradient.
         bad_in_a_row = 0 if finite else bad_in_a_row + 1
         if bad_in_a_row >= MAX_BAD_STEPS:
             report = trainer.roll_back()
