@@ -27,9 +27,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from charrnn import __version__, checkpoint, corpus, data, neurons, tokens
+from charrnn import __version__, checkpoint, corpus, data, distributed, neurons, tokens
 from charrnn import sample as sampling
 from charrnn import tokenizer as tokenizers
+from charrnn.distributed import SINGLE, World
 from charrnn.model import ModelConfig, RNNLanguageModel, count_parameters
 from charrnn.train import TrainConfig, evaluate, fit, recipe, set_deterministic
 
@@ -152,18 +153,25 @@ def model_and_train_configs(opts: dict, vocab_size: int, device: torch.device):
     return ModelConfig(vocab_size=vocab_size, **model_fields), TrainConfig(**merged)
 
 
-def describe(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device) -> str:
+def describe(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, world: World = SINGLE
+) -> str:
     threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
+    where, batch = f"{device}", f"--batch-size {train_cfg.batch_size}"
+    if world.size > 1:
+        where = f"{world.size} ranks x {device.type}"
+        n, b = world.size, train_cfg.batch_size
+        batch += f" per rank ({n} ranks x batch {b} = {n * b} streams)"
     duration = (
         f"--steps {train_cfg.steps}" if train_cfg.steps else
         f"--epochs {train_cfg.epochs:g}" if train_cfg.epochs else
         f"--time-budget {format_duration(train_cfg.time_budget)}"
     )  # fmt: skip
     return (
-        f"charrnn {__version__} on {device}{threads}: --cell {model_cfg.cell} "
+        f"charrnn {__version__} on {where}{threads}: --cell {model_cfg.cell} "
         f"--layers {model_cfg.layers} --hidden {model_cfg.hidden} "
         f"--embedding {model_cfg.embedding} "
-        f"--dropout {model_cfg.dropout:g} --batch-size {train_cfg.batch_size} "
+        f"--dropout {model_cfg.dropout:g} {batch} "
         f"--seq-len {train_cfg.seq_len} --lr {train_cfg.lr:g} "
         f"--min-lr-frac {train_cfg.min_lr_frac:g} {duration} "
         f"(defaults for {device.type}; flags override)"
@@ -176,10 +184,18 @@ def default_run_dir(sources: list[str], cell: str) -> Path:
     return Path("checkpoints") / f"{name or 'corpus'}-{cell}-{stamp}"
 
 
-def fit_batch_size(train_cfg: TrainConfig, n_train: int, n_val: int) -> tuple[TrainConfig, str]:
-    """Shrink the batch for a small corpus (returning a note that says so); refuse a corpus
-    too small to train on."""
-    most = data.max_batch_size(n_train, train_cfg.seq_len)
+def fit_batch_size(
+    train_cfg: TrainConfig, n_train: int, n_val: int, ranks: int = 1
+) -> tuple[TrainConfig, str]:
+    """Shrink the batch (per rank) for a small corpus, returning a note that says so;
+    refuse a corpus too small to train on."""
+    streams = data.max_batch_size(n_train, train_cfg.seq_len)
+    if 1 <= streams < ranks:
+        raise UsageError(
+            f"the corpus fills only {streams} streams of --seq-len {train_cfg.seq_len}, fewer "
+            f"than the {ranks} ranks; give more text, a shorter --seq-len or fewer ranks"
+        )
+    most = streams // ranks
     if most < 1 or n_val < 2:
         raise UsageError(
             f"the corpus is too small: {n_train} training and {n_val} validation tokens "
@@ -187,9 +203,11 @@ def fit_batch_size(train_cfg: TrainConfig, n_train: int, n_val: int) -> tuple[Tr
             "shorter --seq-len"
         )
     if most < train_cfg.batch_size:
+        per_rank = f" ({most} per rank)" if ranks > 1 else ""
         note = (
-            f"note: the corpus fills only {most} streams of --seq-len {train_cfg.seq_len}; "
-            f"using --batch-size {most} instead of {train_cfg.batch_size}"
+            f"note: the corpus fills only {most * ranks} streams of --seq-len "
+            f"{train_cfg.seq_len}{per_rank}; using --batch-size {most} instead of "
+            f"{train_cfg.batch_size}"
         )
         return TrainConfig(**{**train_cfg.to_dict(), "batch_size": most}), note
     return train_cfg, ""
@@ -226,7 +244,9 @@ def train(
         typer.Option("--tie-weights/--no-tie-weights", help="Share embedding and decoder."),
     ] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Tokens per BPTT window.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams of text.")] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option(help="Parallel streams of text (per rank with torchrun).")
+    ] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warmup steps.")] = None,
     min_lr_frac: Annotated[
@@ -258,14 +278,28 @@ def train(
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue the run in this directory.")
     ] = None,
+    collective_timeout: Annotated[
+        str, typer.Option(help="With torchrun: how long a rank waits for the others, then fails.")
+    ] = "10m",
 ):
-    """Train a model on CORPUS and save it in a run directory."""
+    """Train a model on CORPUS and save it in a run directory (on several GPUs or nodes when
+    started by torchrun)."""
     dev = resolve_device(device)
     check_encoding_errors(encoding_errors)
     budget = parse_duration(time_budget) if time_budget is not None else None
     tokens_given = dict(
         tokenizer=tokenizer, vocab_size=vocab_size, min_count=min_count, documents=documents
     )
+    timeout = parse_duration(collective_timeout)
+    with user_errors():
+        world = distributed.from_env()
+    if world.size > 1 and dev.type == "cuda" and device not in ("auto", "cuda"):
+        raise typer.BadParameter(
+            f"--device {device}: under torchrun each rank uses the GPU of its LOCAL_RANK; "
+            "give --device cuda or auto"
+        )
+    if not world.is_main:
+        err.quiet = True  # only rank 0 renders; every rank still prints its errors
     given = dict(
         cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout,
         tie_weights=tie_weights, seq_len=seq_len, batch_size=batch_size, lr=lr,
@@ -276,29 +310,62 @@ def train(
     if sum(v is not None for v in (steps, epochs, budget)) > 1:
         raise typer.BadParameter("give one of --steps, --epochs, --time-budget")
     with user_errors():
+        dev = distributed.rank_device(world, dev)
+    with user_errors(), distributed.group(world, dev, timeout) as world:
         if resume is not None:
             if run_dir is not None and run_dir != resume:
                 raise UsageError("--resume names the run directory; leave out --run-dir")
             given.update(tokens_given)
-            setup = resume_run(resume, sources or [], glob, encoding_errors, given, dev)
+            setup = resume_run(resume, sources or [], glob, encoding_errors, given, dev, world)
         else:
             text = corpus.read(sources or [], glob, encoding_errors)
-            setup = new_run(sources or [], text, tokens_given, given, dev, run_dir)
+            setup = new_run(sources or [], text, tokens_given, given, dev, run_dir, world)
         model, tok, train_cfg, train_ids, val_ids, out, saved = setup
         if train_cfg.deterministic:
             set_deterministic()
         stop = StopFlag()
-        with stop.installed():
-            reports = fit(model, tok, train_ids, val_ids, train_cfg, dev, out, saved, stop)
-            last = render_training(reports, train_cfg)
+        with stop.installed(), collectives_failing(world, out):
+            reports = fit(model, tok, train_ids, val_ids, train_cfg, dev, out, saved, stop, world)
+            last = render_training(reports, train_cfg) if world.is_main else last_of(reports)
     if last is not None and last.kind == "diverged":
         raise typer.Exit(1)
     if last is not None and last.kind == "stopped":
         err.print(
             f"stopped by signal; last/ saved in {out}; continue with: charrnn train --resume {out}"
         )
-        raise typer.Exit(128 + stop.signum)
+        # on several ranks, one may stop because another was signalled
+        raise typer.Exit(128 + (stop.signum or signal.SIGTERM))
     render_summary(out, last)
+
+
+def last_of(reports):
+    """Run fit() to the end without showing it (ranks other than 0)."""
+    last = None
+    for last in reports:  # noqa: B007 - the last one is the result
+        pass
+    return last
+
+
+@contextmanager
+def collectives_failing(world: World, out: Path):
+    """On several ranks, an error on this one (most often a collective that failed because
+    another rank died, or one that waited past --collective-timeout): one line, exit 1.
+    Rank 0 alone writes, atomically, so the saved checkpoints are intact."""
+    if world.size == 1:
+        yield
+        return
+    try:
+        yield
+    except RuntimeError as e:  # gloo's lost peer is a bare RuntimeError, NCCL's a DistError
+        lines = str(e).strip().splitlines()
+        reason = f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
+        typer.echo(
+            f"charrnn: error: rank {world.rank} of {world.size} stops ({reason}); if another "
+            f"rank died, its error or torchrun's summary says why. The checkpoints saved so far "
+            f"are intact: continue with charrnn train --resume {out}",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 def encode(text: corpus.Corpus, tok_cfg: tokenizers.TokenizerConfig, documents: str):
@@ -319,7 +386,9 @@ def encode(text: corpus.Corpus, tok_cfg: tokenizers.TokenizerConfig, documents: 
     return tok, encoded.ids, how
 
 
-def new_run(sources, text, tokens_given, given, dev, run_dir):
+def new_run(sources, text, tokens_given, given, dev, run_dir, world: World = SINGLE):
+    """Every rank reads the corpus and builds the same model; rank 0 encodes it first (the
+    others then read the token cache) and creates the run directory."""
     documents = tokens_given["documents"] or "none"
     if documents not in corpus.DOCUMENTS:
         raise UsageError(f"--documents {documents}: choose {' | '.join(corpus.DOCUMENTS)}")
@@ -328,16 +397,22 @@ def new_run(sources, text, tokens_given, given, dev, run_dir):
         vocab_size=tokens_given["vocab_size"],
         min_count=tokens_given["min_count"] or 1,
     )
-    tok, ids, how = encode(text, tok_cfg, documents)
+    if world.is_main:
+        tok, ids, how = encode(text, tok_cfg, documents)
+    world.barrier()
+    if not world.is_main:
+        tok, ids, how = encode(text, tok_cfg, documents)
     model_cfg, train_cfg = model_and_train_configs(given, tok.vocab_size, dev)
     train_ids, val_ids = data.split(ids, train_cfg.val_frac)
-    train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids))
+    train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids), world.size)
+    if world.size > 1 and run_dir is None:
+        raise UsageError("with torchrun, give --run-dir: the ranks must agree on where to save")
     out = run_dir or default_run_dir(sources, model_cfg.cell)
-    if (out / checkpoint.CONFIG).exists():
+    if world.is_main and (out / checkpoint.CONFIG).exists():
         raise UsageError(
             f"{out} already holds a run; continue it with --resume {out} or pick another --run-dir"
         )
-    err.print(describe(model_cfg, train_cfg, dev))
+    err.print(describe(model_cfg, train_cfg, dev, world))
     if note:
         err.print(note, style="yellow")
     err.print(
@@ -365,12 +440,17 @@ def new_run(sources, text, tokens_given, given, dev, run_dir):
             "python": sys.version.split()[0],
         },
         "step": 0, "best_val_loss": None, "best_step": None,
+        "world_size": world.size,  # ranks of the last session: batch_size is per rank
     }  # fmt: skip
-    checkpoint.create_run(out, config, tok)
+    if world.is_main:
+        checkpoint.create_run(out, config, tok)
     return model, tok, train_cfg, train_ids, val_ids, out, None
 
 
-def resume_run(run: Path, sources, glob, encoding_errors, given, dev):
+def resume_run(run: Path, sources, glob, encoding_errors, given, dev, world: World = SINGLE):
+    """Every rank reads the run directory (on several nodes it must be on a shared
+    filesystem). On another number of ranks the run keeps its streams: each rank reads
+    streams / ranks of them."""
     config = checkpoint.read_config(run)
     tok = checkpoint.load_tokenizer(run, config)
     saved_model, saved_train = config["model"], config["train"]
@@ -380,6 +460,20 @@ def resume_run(run: Path, sources, glob, encoding_errors, given, dev):
         "min_count": config["tokenizer"].get("min_count", 1),
         "documents": config["corpus"].get("documents", "none"),
     }
+    ranks, note = config.get("world_size", 1), ""
+    if ranks != world.size:
+        streams = saved_train["batch_size"] * ranks
+        if streams % world.size:
+            raise UsageError(
+                f"{run} reads {streams} streams ({ranks} ranks x --batch-size "
+                f"{saved_train['batch_size']}); {world.size} ranks cannot share them evenly: "
+                f"resume on a number of ranks that divides {streams}"
+            )
+        saved_train = {**saved_train, "batch_size": streams // world.size}
+        note = (
+            f"it read {streams} streams as {ranks} x batch {config['train']['batch_size']}; on "
+            f"{world.size} ranks it reads the same streams, {streams // world.size} per rank"
+        )
     for name, value in given.items():
         if name in ("steps", "epochs", "time_budget") or value is None:
             continue
@@ -403,11 +497,14 @@ def resume_run(run: Path, sources, glob, encoding_errors, given, dev):
     encoded = tokens.token_ids(text, tok, stored_tokens["documents"])
     train_ids, val_ids = data.split(encoded.ids, train_cfg.val_frac)
     model, saved = checkpoint.load_last(run, dev)
-    checkpoint.remove_leftovers(run)
-    if train_cfg != TrainConfig(**config["train"]):
-        checkpoint.update_config(run, {"train": train_cfg.to_dict()})
-    err.print(describe(model.config, train_cfg, dev).replace("(defaults", "(resumed; defaults"))
-    err.print(f"resuming {run} at step {saved['progress']['step']}")
+    if world.is_main:
+        checkpoint.remove_leftovers(run)
+        if train_cfg != TrainConfig(**config["train"]) or ranks != world.size:
+            checkpoint.update_config(run, {"train": train_cfg.to_dict(), "world_size": world.size})
+    err.print(
+        describe(model.config, train_cfg, dev, world).replace("(defaults", "(resumed; defaults")
+    )
+    err.print(f"resuming {run} at step {saved['progress']['step']}" + (f"; {note}" if note else ""))
     return model, tok, train_cfg, train_ids, val_ids, run, saved
 
 
@@ -615,6 +712,7 @@ def info(run: Run, as_json: AsJson = False):
         "vocab_size": tok.vocab_size,
         "model": config["model"],
         "train": config["train"],
+        "world_size": config.get("world_size", 1),
         "tokenizer": config["tokenizer"],
         "corpus": {k: v for k, v in config["corpus"].items() if k != "sha256"},
         "versions": config.get("versions", {}),
@@ -650,7 +748,10 @@ def info(run: Run, as_json: AsJson = False):
         + (f", --documents {c['documents']}" if c.get("documents", "none") != "none" else ""),
     )
     t = config["train"]
-    table.add_row("training", ", ".join(f"{k} {v}" for k, v in t.items() if v is not None))
+    ranks = (
+        f"{summary['world_size']} ranks, batch_size per rank; " if summary["world_size"] > 1 else ""
+    )
+    table.add_row("training", ranks + ", ".join(f"{k} {v}" for k, v in t.items() if v is not None))
     table.add_row("versions", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
     out.print(table)
 

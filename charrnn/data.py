@@ -65,6 +65,16 @@ class Streams:
     def length(self) -> int:
         return self.x.shape[1]
 
+    def shard(self, rank: int, ranks: int) -> Streams:
+        """Rank `rank`'s share when `ranks` processes read these streams together.
+
+        With 4 streams and 2 ranks, rank 0 reads rows 0-1 and rank 1 rows 2-3: together
+        they read exactly what one process reads, each row once. Rows that do not divide
+        evenly go to the later ranks (see shard_rows); one rank gets them all.
+        """
+        rows = shard_rows(self.batch_size, rank, ranks)
+        return Streams(x=self.x[rows], y=self.y[rows])
+
     def num_windows(self, seq_len: int) -> int:
         return -(-self.length // seq_len)  # ceil: the last window may be shorter
 
@@ -77,6 +87,11 @@ class Streams:
         """Windows start, start+1, ... in time order: the state after one feeds the next."""
         for i in range(start, self.num_windows(seq_len)):
             yield self.window(i, seq_len)
+
+
+def shard_rows(batch_size: int, rank: int, ranks: int) -> slice:
+    """Rows [rank*B//ranks, (rank+1)*B//ranks) of B: contiguous, disjoint, covering all."""
+    return slice(rank * batch_size // ranks, (rank + 1) * batch_size // ranks)
 
 
 def max_batch_size(num_tokens: int, seq_len: int) -> int:

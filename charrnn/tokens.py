@@ -84,7 +84,7 @@ def fit_tokenizer(
             (tmp / name).write_bytes(data)
 
     _publish(build, entry)
-    return tok, False
+    return tokenizers.load(entry), False  # the published one: the same in every process
 
 
 @dataclass(frozen=True)

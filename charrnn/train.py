@@ -8,6 +8,11 @@ Stateful TBPTT: the training text is cut into B contiguous streams (data.Streams
 in windows of T tokens. The hidden state at the end of one window is the start of the
 next, detached so gradients stop at the window boundary but the model still sees
 context longer than T.
+
+On several ranks (torchrun; see distributed.World) the text is cut into N*B streams and
+rank r reads rows [r*B, (r+1)*B): the ranks together read what one process with batch
+N*B reads, and DDP's averaged gradient is that process's gradient. Evaluation is shared
+out the same way. Rank 0 alone writes files; all ranks yield the same Reports.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import checkpoint
-from charrnn.data import Streams
+from charrnn.data import Streams, shard_rows
+from charrnn.distributed import SINGLE, World
 from charrnn.model import RNNLanguageModel, State, detach
 from charrnn.sample import SampleConfig, sample_text
 
@@ -104,33 +110,37 @@ class Metrics:
 
 @torch.inference_mode()
 def evaluate(
-    model: RNNLanguageModel, ids: np.ndarray, seq_len: int, count_chars, device
-) -> Metrics:
+    model: RNNLanguageModel, ids: np.ndarray, seq_len: int, count_chars, device,
+    world: World = SINGLE,
+) -> Metrics:  # fmt: skip
     """Loss over every target of `ids` (all but the first token), read as up to 16 streams.
 
     The tokens left over after cutting the streams continue the last stream, from its
-    final state, so no target is skipped.
+    final state, so no target is skipped. On several ranks each reads its share of the
+    streams (the last rank the tail) and the sums are added up: every rank gets the same
+    figures.
     """
     was_training = model.training
     model.eval()
     streams_b = max(1, min(EVAL_STREAMS, (len(ids) - 1) // seq_len))
     streams = Streams.of(ids, streams_b)
+    mine = streams.shard(world.rank, world.size)  # all of them on one rank
     nats = torch.zeros((), dtype=torch.float64, device=device)
     state = None
-    for x, y in streams.windows(seq_len):
+    for x, y in mine.windows(seq_len) if mine.batch_size else ():
         logits, state = model(x.to(device, torch.long), state)
         nats += F.cross_entropy(
             logits.flatten(0, 1).float(), y.to(device, torch.long).flatten(), reduction="sum"
         )
     tail = streams_b * streams.length  # inputs ids[tail:-1], targets ids[tail+1:]
-    if tail < len(ids) - 1:
+    if tail < len(ids) - 1 and world.rank == world.size - 1:
         x = torch.from_numpy(np.asarray(ids[tail:-1], dtype=np.int64))[None].to(device)
         y = torch.from_numpy(np.asarray(ids[tail + 1 :], dtype=np.int64)).to(device)
         last = tuple(s[:, -1:].contiguous() for s in state)  # the last stream's final state
         logits, _ = model(x, last)
         nats += F.cross_entropy(logits[0].float(), y, reduction="sum")
     model.train(was_training)
-    return Metrics.of(nats.item(), len(ids) - 1, count_chars(ids[1:]))
+    return Metrics.of(world.sum_(nats).item(), len(ids) - 1, count_chars(ids[1:]))
 
 
 @dataclass
@@ -181,21 +191,35 @@ class Meter:
         self.nats += nats
         self.tokens += tokens
 
-    def take(self) -> tuple[float, int]:
-        """(summed nats, tokens) since the last take; reading them is a host sync."""
-        nats, tokens = self.nats.item(), self.tokens
+    def take(self, world: World = SINGLE) -> tuple[float, int]:
+        """(summed nats, tokens) since the last take, over all ranks; a host sync."""
+        nats, tokens = self.total(world)
         self.nats.zero_()
         self.tokens = 0
         return nats, tokens
+
+    def total(self, world: World = SINGLE) -> tuple[float, int]:
+        if world.size == 1:
+            return self.nats.item(), self.tokens
+        both = torch.stack([self.nats, torch.full_like(self.nats, self.tokens)])
+        nats, tokens = world.sum_(both).tolist()
+        return nats, round(tokens)
 
 
 class Trainer:
     """The moving parts of one run; fit() drives it. Knows the model only by its forward."""
 
-    def __init__(self, model, tokenizer, train_ids, val_ids, config: TrainConfig, device, run_dir):
-        self.model, self.tokenizer, self.config = model, tokenizer, config
+    def __init__(
+        self, model, tokenizer, train_ids, val_ids, config: TrainConfig, device, run_dir,
+        world: World = SINGLE,
+    ):  # fmt: skip
+        self.tokenizer, self.config, self.world = tokenizer, config, world
         self.device, self.run_dir = torch.device(device), Path(run_dir)
-        self.streams = Streams.of(train_ids, config.batch_size)
+        self.module = model  # the model itself: what is saved, evaluated and sampled
+        self.model = world.wrap(model, self.device)  # what trains: in DDP on several ranks
+        # N*B streams cut as one process with batch N*B would; this rank reads its B.
+        streams = Streams.of(train_ids, config.batch_size * world.size)
+        self.streams = streams.shard(world.rank, world.size)
         self.val_ids = val_ids
         self.windows_per_epoch = self.streams.num_windows(config.seq_len)
         # bits/char of training windows: their nats times the split's tokens-per-char ratio
@@ -205,6 +229,8 @@ class Trainer:
         self.state: State | None = None
         self.total_steps = total_steps(config, self.windows_per_epoch)
         self.since_eval = Meter(self.device)  # training loss since the last evaluation
+        if world.rank > 0:  # its own dropout masks, not a copy of rank 0's
+            torch.manual_seed(rank_seed(config.seed, world.rank, 0))
 
     def progress_frac(self) -> float:
         if self.config.time_budget is not None:
@@ -247,47 +273,80 @@ class Trainer:
             self.state = detach(state)
         else:
             p.skipped += 1
-        p.step, p.window, p.tokens = p.step + 1, p.window + 1, p.tokens + y.numel()
+        p.step, p.window = p.step + 1, p.window + 1
+        p.tokens += y.numel() * self.world.size  # every rank reads as many
         return loss.detach() * y.numel(), y.numel(), finite
 
     def trainer_state(self) -> dict:
-        """Everything beyond the weights that an exact resume needs; loadable weights_only."""
+        """Everything beyond the weights that an exact resume needs; loadable weights_only.
+
+        It describes the whole run, not one rank: the carried state of all N*B streams
+        [L, N*B, H] and the training loss summed over ranks, so that a run can resume on
+        another number of ranks. The random states are rank 0's. On several ranks every
+        rank must call this (it gathers); rank 0 saves the result.
+        """
+        nats, tokens = self.since_eval.total(self.world)
+        state = [self.world.gather_rows(s) for s in self.state] if self.state is not None else []
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),  # the same on every rank
             "progress": asdict(self.progress),
-            "state": list(self.state) if self.state is not None else [],
+            "state": state,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "python_rng": random.getstate(),
-            "since_eval": [self.since_eval.nats.item(), self.since_eval.tokens],
+            "since_eval": [nats, tokens],
+            "world_size": self.world.size,
         }
 
     def restore(self, saved: dict) -> None:
+        """Carry on from `saved`, on this world: each rank takes its rows of the state."""
         self.optimizer.load_state_dict(saved["optimizer"])
         self.progress = Progress(**saved["progress"])
-        self.state = tuple(s.to(self.device) for s in saved["state"]) or None
-        torch.set_rng_state(saved["torch_rng"].cpu())
-        if self.device.type == "cuda" and saved["cuda_rng"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
+        streams = self.config.batch_size * self.world.size
+        if saved["state"] and saved["state"][0].shape[1] != streams:
+            raise ValueError(
+                f"{checkpoint.LAST}/{checkpoint.TRAINER_STATE} carries the hidden state of "
+                f"{saved['state'][0].shape[1]} streams, but this run reads {streams} "
+                f"({self.world.size} ranks x --batch-size {self.config.batch_size})"
+            )
+        rows = shard_rows(streams, self.world.rank, self.world.size)
+        self.state = tuple(s[:, rows].to(self.device) for s in saved["state"]) or None
         random.setstate(saved["python_rng"])
-        self.since_eval.nats.fill_(saved["since_eval"][0])
-        self.since_eval.tokens = saved["since_eval"][1]
+        if self.world.rank == 0:
+            torch.set_rng_state(saved["torch_rng"].cpu())
+            if self.device.type == "cuda" and saved["cuda_rng"]:
+                states = saved["cuda_rng"][: torch.cuda.device_count()]
+                torch.cuda.set_rng_state_all([s.cpu() for s in states])
+            self.since_eval.nats.fill_(saved["since_eval"][0])
+            self.since_eval.tokens = saved["since_eval"][1]
+        else:  # only rank 0's random state is saved; the loss so far is in rank 0's meter
+            torch.manual_seed(rank_seed(self.config.seed, self.world.rank, self.progress.step))
+            self.since_eval.nats.zero_()
+            self.since_eval.tokens = 0
 
     def save_last(self) -> str | None:
-        """Save last/; a failed save (a full disk) keeps the previous one and says why."""
-        try:
-            checkpoint.save_last(self.run_dir, self.model, self.trainer_state())
-        except OSError as e:
-            return (
-                f"could not save {self.run_dir / checkpoint.LAST} ({e}); the previous one is kept"
-            )
-        return None
+        """Save last/; a failed save (a full disk) keeps the previous one and says why.
+
+        On several ranks: all call it, rank 0 writes, and none goes on before it is written.
+        """
+        state, message = self.trainer_state(), None
+        if self.world.is_main:
+            try:
+                checkpoint.save_last(self.run_dir, self.module, state)
+            except OSError as e:
+                message = (
+                    f"could not save {self.run_dir / checkpoint.LAST} ({e}); "
+                    "the previous one is kept"
+                )
+        self.world.barrier()
+        return message
 
     def roll_back(self) -> Report:
         """After MAX_BAD_STEPS non-finite steps: back to last/ with half the learning rate,
         once; if the run diverges again, it stops."""
         p = self.progress
-        if p.rollbacks >= 1 or checkpoint.last_dir(self.run_dir) is None:
+        no_last = self.world.any(checkpoint.last_dir(self.run_dir) is None)  # every rank reads it
+        if p.rollbacks >= 1 or no_last:
             where = "again after rolling back" if p.rollbacks else "before any checkpoint"
             return self.report(
                 "diverged",
@@ -295,7 +354,7 @@ class Trainer:
                 f"row at step {p.step}); the saved checkpoints are intact; try a lower --lr",
             )
         last, saved = checkpoint.load_last(self.run_dir, self.device)
-        self.model.load_state_dict(last.state_dict())
+        self.module.load_state_dict(last.state_dict())
         self.restore(saved)
         self.progress.rollbacks, self.progress.lr_scale = p.rollbacks + 1, p.lr_scale / 2
         return self.report(
@@ -303,6 +362,12 @@ class Trainer:
             message=f"{MAX_BAD_STEPS} non-finite steps in a row at step {p.step}: rolled back "
             f"to step {self.progress.step} with the learning rate halved",
         )
+
+
+def rank_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of rank r > 0's random stream (dropout) from `step` on: distinct per rank
+    and per resume point, since only rank 0's random state is saved."""
+    return ((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63
 
 
 def total_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
@@ -335,6 +400,7 @@ def fit(
     run_dir: Path,
     resume: dict | None = None,
     should_stop=lambda: False,
+    world: World = SINGLE,
 ) -> Iterator[Report]:
     """Train `model`, yielding a Report after every step and every evaluation.
 
@@ -342,20 +408,27 @@ def fit(
     save model.safetensors if it is the best so far, save last/ for resuming, append
     to metrics.jsonl. `should_stop()` is polled between steps (a signal handler sets it):
     when true, last/ is saved and a "stopped" report ends the run.
+
+    On several ranks every rank runs this with its own `world`; they agree after each
+    step on the clock and on stopping, so all take the same decisions at the same step.
     """
-    trainer = Trainer(model, tokenizer, train_ids, val_ids, config, device, run_dir)
+    trainer = Trainer(model, tokenizer, train_ids, val_ids, config, device, run_dir, world)
     if resume is not None:
         trainer.restore(resume)
     model.train()
     recent = Meter(trainer.device)
-    clock, bad_in_a_row = time.perf_counter(), 0
+    clock, bad_in_a_row, stop_agreed = time.perf_counter(), 0, False
     while not trainer.done():
-        if should_stop():
+        if should_stop() if world.size == 1 else stop_agreed:
             yield trainer.report("stopped", message=trainer.save_last())
             return
         t0 = time.perf_counter()
         nats, n, finite = trainer.step()
-        trainer.progress.elapsed += time.perf_counter() - t0
+        elapsed = trainer.progress.elapsed + time.perf_counter() - t0
+        if world.size > 1:  # one small collective: the slowest clock, and any rank's signal
+            elapsed, stop_agreed = world.agree(elapsed, should_stop())
+        trainer.progress.elapsed = elapsed
+        # `finite` agrees on every rank: DDP gave them all the same averaged gradient.
         bad_in_a_row = 0 if finite else bad_in_a_row + 1
         if bad_in_a_row >= MAX_BAD_STEPS:
             report = trainer.roll_back()
@@ -370,22 +443,22 @@ def fit(
         report = trainer.report("step")
         step = trainer.progress.step
         if (step % LOG_EVERY == 0 or trainer.done()) and recent.tokens:
-            nats_sum, tokens = recent.take()
+            nats_sum, tokens = recent.take(world)
             now = time.perf_counter()
             report.loss, report.tokens_per_sec = nats_sum / tokens, tokens / (now - clock)
             clock = now
         yield report
         if step % config.eval_every == 0 or trainer.done():
             yield evaluate_and_save(trainer)
-            recent.take()
+            recent.take(world)
             clock = time.perf_counter()  # evaluation time is not training throughput
     yield trainer.report("done")
 
 
 def evaluate_and_save(trainer: Trainer) -> Report:
     """Evaluate on the whole validation split; save the best model, last/ and metrics."""
-    p, model = trainer.progress, trainer.model
-    nats, tokens = trainer.since_eval.take()
+    p, model, world = trainer.progress, trainer.module, trainer.world
+    nats, tokens = trainer.since_eval.take(world)
     train = Metrics.of(nats, tokens, round(tokens / trainer.tokens_per_char)) if tokens else None
     val = evaluate(
         model,
@@ -393,27 +466,31 @@ def evaluate_and_save(trainer: Trainer) -> Report:
         trainer.config.seq_len,
         trainer.tokenizer.count_chars,
         trainer.device,
+        world,
     )
     improved = val.loss < p.best_val_loss  # False for NaN: NaN weights never replace good ones
     if improved:
         p.best_val_loss, p.best_step = val.loss, p.step
     messages = []
+    summary = {"step": p.step, "best_val_loss": p.best_val_loss, "best_step": p.best_step}
     try:
-        summary = {"step": p.step, "best_val_loss": p.best_val_loss, "best_step": p.best_step}
-        if improved:
-            checkpoint.save_best(trainer.run_dir, model, summary)
-        else:
-            checkpoint.update_config(trainer.run_dir, summary)
-        checkpoint.append_metrics(trainer.run_dir, metrics_record(trainer, train, val))
+        if world.is_main:  # rank 0 alone writes
+            if improved:
+                checkpoint.save_best(trainer.run_dir, model, summary)
+            else:
+                checkpoint.update_config(trainer.run_dir, summary)
+            checkpoint.append_metrics(trainer.run_dir, metrics_record(trainer, train, val))
     except OSError as e:
         messages.append(f"could not save in {trainer.run_dir} ({e}); the previous files are kept")
-    if math.isfinite(val.loss):
+    if math.isfinite(val.loss):  # the same on every rank, so all of them gather for last/
         messages.append(trainer.save_last() or "")
-    text = sample_text(
-        model, trainer.tokenizer, "", SampleConfig(length=200, temperature=0.8),
-        # its own generator: training's random stream stays untouched
-        torch.Generator(trainer.device).manual_seed(p.step),
-    )[0]  # fmt: skip
+    text = None
+    if world.is_main:  # only rank 0 shows it
+        text = sample_text(
+            model, trainer.tokenizer, "", SampleConfig(length=200, temperature=0.8),
+            # its own generator: training's random stream stays untouched
+            torch.Generator(trainer.device).manual_seed(p.step),
+        )[0]  # fmt: skip
     model.train()
     message = "; ".join(m for m in messages if m) or None
     return trainer.report(
