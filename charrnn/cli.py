@@ -765,6 +765,10 @@ def eval_(
     glob: Glob = "*",
     encoding_errors: EncodingErrors = "strict",
     seq_len: Annotated[int, typer.Option(help="Tokens per window.")] = 256,
+    on_unknown: Annotated[
+        Optional[str],
+        typer.Option(help="Symbols the model never saw: error | skip | unk (word models: unk)."),
+    ] = None,
     device: Device = "auto",
     as_json: AsJson = False,
 ):
@@ -773,28 +777,37 @@ def eval_(
     dev = resolve_device(device)
     with user_errors():
         model, tok, config = checkpoint.load_best(run, dev)
+        on_unknown = on_unknown or ("error" if tok.unk_id is None else "unk")
+        if on_unknown not in tokenizers.ON_UNKNOWN or (on_unknown == "unk" and tok.unk_id is None):
+            raise UsageError(f"--on-unknown {on_unknown}: choose error or skip for this model")
         text = corpus.read(sources, glob, encoding_errors)
         documents = config["corpus"].get("documents", "none")
-        if tok.unk_id is None:
+        if on_unknown == "error":
             unknown = sorted({s for chunk in text.chunks() for s in tok.unknown(chunk)})
             if unknown:
                 shown = " ".join(repr(c) for c in unknown[:20])
                 raise UsageError(
-                    f"the text has {len(unknown)} characters the model has never seen: {shown}"
+                    f"the text has {len(unknown)} symbols the model has never seen: {shown} "
+                    "(--on-unknown skip leaves them out of the score)"
                 )
-        ids = tokens.token_ids(text, tok, documents).ids
-        if len(ids) < 2:
+        encoded = tokens.token_ids(text, tok, documents, on_unknown)
+        if len(encoded.ids) < 2:
             raise UsageError("the text is too short to score")
-        metrics = evaluate(model, ids, seq_len, tok.count_chars, dev)
-    result = {"run_dir": str(run), **asdict(metrics)}
+        metrics = evaluate(model, encoded.ids, seq_len, tok.count_chars, dev)
+    result = {"run_dir": str(run), **asdict(metrics), "unk": encoded.unknown}
+    if on_unknown == "skip" and documents == "none":  # what the skipped symbols took up
+        result["skipped_chars"] = text.chars - metrics.chars
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         typer.echo(
             f"loss {metrics.loss:.4f} nats/token  bits/char {metrics.bpc:.4f}  "
             f"perplexity {metrics.perplexity:.3f}  "
-            f"({metrics.tokens:,} tokens, {metrics.chars:,} chars)"
-        )
+            f"({metrics.tokens:,} tokens, {metrics.chars:,} chars"
+            + "".join(f", {v:,} {k.replace('_', ' ')}" for k in ("unk", "skipped_chars")
+                      if (v := result.get(k)))
+            + ")"
+        )  # fmt: skip
 
 
 # inspect-neurons (and the parsing of sample --clamp) --------------------------------------

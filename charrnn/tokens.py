@@ -5,8 +5,8 @@ Owns the cache folder ($CHARRNN_CACHE, else $XDG_CACHE_HOME/charrnn or ~/.cache/
 
     fit-<key>/       a tokenizer's files, key = sha256 of (text sha256, tokenizer config,
                      --documents)
-    ids-<key>/       ids.bin (uint16, or int32 past 65,536 tokens) + meta.json,
-                     key = sha256 of (text sha256, --documents, the tokenizer's files)
+    ids-<key>/       ids.bin (uint16, or int32 past 65,536 tokens) + meta.json, key =
+                     sha256 of (text sha256, --documents, --on-unknown, the tokenizer's files)
 
 so a second run on the same text skips both fitting and encoding. Entries are built in a
 temporary folder and renamed into place: a killed run leaves no half-written entry.
@@ -103,7 +103,8 @@ def token_ids(corpus: Corpus, tok: Tokenizer, documents: str, unknown: str = "un
     `unknown` says what to do with text the tokenizer has no token for (tokenizer.encode):
     a word model maps rare words to <unk>; a char model fitted on this text has none.
     """
-    entry = cache_dir() / f"ids-{_key(corpus.sha256, documents, _files_digest(tok.files()))}"
+    key = _key(corpus.sha256, documents, unknown, _files_digest(tok.files()))
+    entry = cache_dir() / f"ids-{key}"
     cached, t0 = (entry / "meta.json").exists(), time.perf_counter()
     if not cached:
         _publish(lambda tmp: _encode(corpus, tok, documents, unknown, tmp), entry)

@@ -126,3 +126,19 @@ def test_a_folder_without_matching_files_and_an_empty_file(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path / "empty.txt"), "--tokenizer", "bpe"])
     assert result.exit_code == 2 and "the corpus is empty" in result.stderr
     assert np.__name__  # numpy is what the ids are made of
+
+
+def test_eval_on_text_with_unknown_symbols(tmp_path):
+    run, corpus, _ = train(tmp_path, "e", TEXT, "--steps", "5")
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT + "Speak ☃\n", encoding="utf-8")
+    refused = runner.invoke(app, ["eval", str(run), str(other)])
+    assert (
+        refused.exit_code == 2
+        and "'☃'" in refused.stderr
+        and "--on-unknown skip" in (refused.stderr)
+    )
+    skipped = runner.invoke(app, ["eval", str(run), str(other), "--on-unknown", "skip", "--json"])
+    assert skipped.exit_code == 0, skipped.output
+    result = json.loads(skipped.stdout)
+    assert result["skipped_chars"] == 1 and result["chars"] == len(TEXT) + len("Speak ☃\n") - 1
