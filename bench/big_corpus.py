@@ -76,8 +76,9 @@ def main() -> None:
             )
             tokens = re.search(r"([\d,]+) train / ([\d,]+) val tokens", stderr)
             ids_mb = sum(f.stat().st_size for f in (tmp / "cache").rglob("ids.bin")) / 1e6
+            made = how.group(1) if how else "?"
             print(
-                f"{attempt}: {how.group(1) if how else '?'}{rate}; {tokens.group(0) if tokens else ''};"
+                f"{attempt}: {made}{rate}; {tokens.group(0) if tokens else ''};"
                 f" id file {ids_mb:,.0f} MB; peak RSS {rss:,} MB; wall {wall:.1f}s"
                 f" ({args.steps} steps of training included)",
                 flush=True,

@@ -60,7 +60,8 @@ def main() -> None:
         print(
             f"| {kind} | {info['vocab_size']:,} | {info['parameters']:,} | {test['tokens']:,} | "
             f"{test['perplexity']:.2f} | {test['bpc']:.4f} | {best:.4f} | "
-            f"{test.get('skipped_chars', 0):,} chars skipped, {test['unk']:,} <unk> | {wall:.0f}s |",
+            f"{test.get('skipped_chars', 0):,} chars skipped, {test['unk']:,} <unk> | "
+            f"{wall:.0f}s |",
             flush=True,
         )
 
