@@ -4,7 +4,14 @@ cache of the session's own (never the user's ~/.cache)."""
 import os
 from pathlib import Path
 
-import pytest
+# Tiny models gain nothing from a second thread, and on a busy 2-core machine two OpenMP
+# threads per process wait on each other: one thread, here and in every subprocess.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 

@@ -161,7 +161,8 @@ def test_train_shakespeare_by_name(tmp_path, monkeypatch, shakespeare_bytes):
     monkeypatch.setenv("CHARRNN_CORPORA", str(tmp_path / "corpora"))
     try:
         args = ["train", "shakespeare", "--steps", "2", "--hidden", "16", "--embedding", "8",
-                "--batch-size", "4", "--seq-len", "16", "--run-dir", tmp_path / "run"]  # fmt: skip
+                "--batch-size", "4", "--seq-len", "64", "--val-frac", "0.01",
+                "--run-dir", tmp_path / "run"]  # fmt: skip
         args = list(map(str, args))
         result = CliRunner().invoke(app, args)
     finally:

@@ -76,7 +76,7 @@ def test_word_model_maps_rare_words_to_unk_and_never_samples_it_unless_asked(tmp
         tmp_path, "words", WORDS, "--tokenizer", "word", "--min-count", "2", "--steps", "100"
     )
     assert "are <unk>" in result.stderr  # the share of <unk> is reported
-    sample = ["sample", str(run), "--length", "200", "--seed", "3", "--num-samples", "4"]
+    sample = ["sample", str(run), "--length", "100", "--seed", "3", "--num-samples", "4"]
     plain = runner.invoke(app, sample)
     assert plain.exit_code == 0 and "<unk>" not in plain.stdout
     allowed = runner.invoke(app, [*sample, "--allow-unk"])
