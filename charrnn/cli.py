@@ -31,7 +31,7 @@ from charrnn import __version__, checkpoint, corpus, data, neurons
 from charrnn import sample as sampling
 from charrnn import tokenizer as tokenizers
 from charrnn.model import ModelConfig, RNNLanguageModel, count_parameters
-from charrnn.train import TrainConfig, evaluate, fit, recipe, set_deterministic
+from charrnn.train import TrainConfig, evaluate, fit, recipe, resolve_precision, set_deterministic
 
 app = typer.Typer(
     help="Train recurrent language models on any text, sample from them, look inside them.",
@@ -99,6 +99,10 @@ EncodingErrors = Annotated[
 ]
 Run = Annotated[Path, typer.Argument(help="A run directory made by `charrnn train`.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
+Precision = Annotated[
+    Optional[str],
+    typer.Option(help="auto | fp32 | fp16 | bf16 (autocast, CUDA only). auto: fp32 for now."),
+]
 
 
 def check_encoding_errors(value: str) -> str:
@@ -245,6 +249,7 @@ def train(
         typer.Option("--deterministic/--no-deterministic", help="PyTorch's deterministic mode."),
     ] = None,
     device: Device = "auto",
+    precision: Precision = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Where to save the run.")] = None,
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue the run in this directory.")
@@ -264,6 +269,8 @@ def train(
     if sum(v is not None for v in (steps, epochs, budget)) > 1:
         raise typer.BadParameter("give one of --steps, --epochs, --time-budget")
     with user_errors():
+        if precision is not None or resume is None:  # a resumed run keeps its own
+            given["precision"] = resolve_precision(precision or "auto", dev)
         if resume is not None:
             if run_dir is not None and run_dir != resume:
                 raise UsageError("--resume names the run directory; leave out --run-dir")
