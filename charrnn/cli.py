@@ -480,6 +480,8 @@ def sample(
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
         err.print(f"seed {seed}", style="dim")
+    if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(sampling.cpu_threads(num_samples))
     generator = torch.Generator(dev).manual_seed(seed)
     steps = sampling.generate(
         model, tok.encode(prime).tolist(), config, tok.eos_id, generator, clamp=clamps

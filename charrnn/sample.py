@@ -180,6 +180,16 @@ def pick(logits: Tensor, config: SampleConfig, generator: torch.Generator | None
 
 
 GRAPH_WARMUP = 3  # eager steps before a step is captured as a CUDA graph
+ONE_THREAD_UP_TO = 4  # samples made together on one CPU thread (see cpu_threads)
+
+
+def cpu_threads(num_samples: int) -> int:
+    """Threads to sample with on a CPU. A step of a few streams is a handful of small
+    matrix-vector products, bound by reading the weights, not by arithmetic: on this
+    project's 2 cores one thread was as fast as two for one stream of a 2x256 LSTM, and
+    two threads collapse when another process shares the cores. Bigger batches keep
+    torch's default. (Measured on shared cores: bench/speed_cpu.sh re-measures both.)"""
+    return 1 if num_samples <= ONE_THREAD_UP_TO else torch.get_num_threads()
 
 
 class Sampler:
