@@ -2,7 +2,10 @@
 and clamping neurons (holding chosen units of h fixed to see what they do to the text).
 
 Nothing here reads files or prints: generate() yields token ids one step at a time so
-the caller can stream them out as they are made.
+the caller can stream them out as they are made; generate_ids() makes a whole batch with
+no read-back per step. Both run the Sampler: one step's work kept on the device (one-step
+cell functions, sampling with no host check), replayed as a CUDA graph on CUDA.
+reference_generate() is the plain loop they are tested against.
 """
 
 from __future__ import annotations
