@@ -37,6 +37,27 @@ from charrnn.sample import SampleConfig, sample_text
 
 EVAL_STREAMS = 16  # validation is read as 16 streams whatever the training batch size
 
+# Mixed precision is autocast: matmuls in fp16 or bf16, weights and optimizer state in
+# fp32. Under autocast PyTorch runs cuDNN's RNNs in fp16 even when bf16 is asked for
+# (aten/src/ATen/cudnn/AutocastRNN.cpp), so bf16 reaches only the decoder and both
+# need a GradScaler against fp16 gradients underflowing.
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# What --precision auto picks: fp32 everywhere until `charrnn bench train --precision
+# fp16` on a GPU measures mixed precision faster with the same loss curve (not yet done).
+AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp32"}
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' -> the device's choice; fp16 and bf16 need CUDA (a CPU trains in fp32)."""
+    device = torch.device(device)
+    if name == "auto":
+        return AUTO_PRECISION["cuda" if device.type == "cuda" else "cpu"]
+    if name not in PRECISIONS:
+        raise ValueError(f"--precision must be auto, {', '.join(PRECISIONS)}, not {name!r}")
+    if name != "fp32" and device.type != "cuda":
+        raise ValueError(f"--precision {name} needs a CUDA device; on {device} training is fp32")
+    return name
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -54,6 +75,7 @@ class TrainConfig:
     val_frac: float = 0.1  # the last part of the text held out for validation
     seed: int = 1337  # model initialisation, dropout and everything random
     deterministic: bool = False  # PyTorch's deterministic algorithms (slower on CUDA)
+    precision: str = "fp32"  # fp32 | fp16 | bf16: fp16 and bf16 are autocast, on CUDA only
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -76,6 +98,10 @@ class TrainConfig:
             )
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("warmup_steps, weight_decay and grad_clip cannot be negative")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,7 +202,7 @@ class Report:
     message: str | None = None  # what went wrong: a failed save, a divergence
 
 
-LOG_EVERY = 10  # read the running loss back from the device every this many steps
+LOG_EVERY = 10  # read the running loss and the guard's counts back every this many steps
 MAX_BAD_STEPS = 5  # non-finite steps in a row before rolling back to last/
 
 
@@ -184,26 +210,72 @@ class Meter:
     """Sums token losses on the device so the training step never waits for the host."""
 
     def __init__(self, device: torch.device):
-        self.nats = torch.zeros((), dtype=torch.float64, device=device)
-        self.tokens = 0
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # [nats, tokens]
 
-    def add(self, nats: torch.Tensor, tokens: int) -> None:
-        self.nats += nats
-        self.tokens += tokens
+    def add(self, nats: torch.Tensor, tokens: torch.Tensor) -> None:
+        self.sums += torch.stack((nats, tokens))
+
+    def peek(self) -> list[float]:
+        """[summed nats, tokens] since the last take; reading them is a host sync."""
+        return self.sums.tolist()
+
+    def total(self, world: World = SINGLE) -> list[float]:
+        """[summed nats, tokens] over all ranks (every rank must call it): a host sync."""
+        return self.peek() if world.size == 1 else world.sum_(self.sums.clone()).tolist()
 
     def take(self, world: World = SINGLE) -> tuple[float, int]:
-        """(summed nats, tokens) since the last take, over all ranks; a host sync."""
+        """(summed nats, tokens) since the last take, over all ranks; then start again."""
         nats, tokens = self.total(world)
-        self.nats.zero_()
-        self.tokens = 0
-        return nats, tokens
-
-    def total(self, world: World = SINGLE) -> tuple[float, int]:
-        if world.size == 1:
-            return self.nats.item(), self.tokens
-        both = torch.stack([self.nats, torch.full_like(self.nats, self.tokens)])
-        nats, tokens = world.sum_(both).tolist()
+        self.sums.zero_()
         return nats, round(tokens)
+
+
+class Guard:
+    """The divergence guard's counts, kept on the device and read every few steps.
+
+    A step is bad when its loss or gradient norm is not finite; bad steps are skipped
+    on the device (see Trainer.step). The host reads the counts every LOG_EVERY steps
+    and at each evaluation, so a run of MAX_BAD_STEPS bad steps is acted on up to
+    LOG_EVERY - 1 steps late: the weights are safe meanwhile, since bad steps change
+    nothing, and the longest run since the last read is kept so no run is missed.
+    """
+
+    def __init__(self, device: torch.device):
+        self.counts = torch.zeros(3, dtype=torch.int64, device=device)  # [skipped, run, longest]
+
+    def add(self, skipped: torch.Tensor, bad: torch.Tensor) -> None:
+        """skipped: the update was skipped; bad: counts towards a run. Both bool []."""
+        run = (self.counts[1] + 1) * bad  # a good step ends the run
+        longest = torch.maximum(self.counts[2], run)
+        self.counts.copy_(torch.stack((self.counts[0] + skipped, run, longest)))
+
+    def take(self) -> tuple[int, int]:
+        """(steps skipped, the longest run of bad steps) since the last take: a host sync."""
+        skipped, run, longest = self.counts.tolist()
+        self.counts.copy_(torch.tensor([0, run, run]))  # the current run goes on
+        return skipped, longest
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+
+def keep_state(bad: torch.Tensor, old: State | None, new: State) -> State:
+    """The state to carry on: `new`, or after a bad step the one from before it."""
+    if old is None:  # the first window of a pass starts from zeros
+        old = tuple(torch.zeros_like(s) for s in new)
+    return tuple(torch.where(bad, o, n) for o, n in zip(old, new))
+
+
+STREAMS_ON_DEVICE = 1 << 30  # bytes of training streams that may be kept on a GPU
+
+
+def streams_on(device: torch.device, streams: Streams) -> Streams:
+    """On CUDA, the training streams live on the GPU when they fit in STREAMS_ON_DEVICE
+    bytes: a window is then a slice there, with no host-to-device copy in the step."""
+    size = streams.x.nbytes + streams.y.nbytes
+    if device.type != "cuda" or size > STREAMS_ON_DEVICE:
+        return streams
+    return Streams(streams.x.to(device), streams.y.to(device))
 
 
 class Trainer:
@@ -219,16 +291,21 @@ class Trainer:
         self.model = world.wrap(model, self.device)  # what trains: in DDP on several ranks
         # N*B streams cut as one process with batch N*B would; this rank reads its B.
         streams = Streams.of(train_ids, config.batch_size * world.size)
-        self.streams = streams.shard(world.rank, world.size)
+        self.streams = streams_on(self.device, streams.shard(world.rank, world.size))
         self.val_ids = val_ids
         self.windows_per_epoch = self.streams.num_windows(config.seq_len)
         # bits/char of training windows: their nats times the split's tokens-per-char ratio
         self.tokens_per_char = (len(train_ids) - 1) / max(1, tokenizer.count_chars(train_ids[1:]))
         self.optimizer = make_optimizer(model, config, self.device)
+        self.amp_dtype = PRECISIONS[config.precision]
+        if self.amp_dtype is not None and self.device.type != "cuda":
+            raise ValueError(f"precision {config.precision} needs CUDA, not {self.device}")
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is not None else None
         self.progress = Progress()
         self.state: State | None = None
         self.total_steps = total_steps(config, self.windows_per_epoch)
         self.since_eval = Meter(self.device)  # training loss since the last evaluation
+        self.guard = Guard(self.device)
         if world.rank > 0:  # its own dropout masks, not a copy of rank 0's
             torch.manual_seed(rank_seed(config.seed, world.rank, 0))
 
@@ -247,11 +324,13 @@ class Trainer:
     def report(self, kind: str, **fields) -> Report:
         return Report(kind, replace(self.progress), self.total_steps, self.lr(), **fields)
 
-    def step(self) -> tuple[torch.Tensor, int, bool]:
-        """One optimizer step on the next window -> (summed loss on device, tokens, finite).
+    def step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the next window -> (summed loss, tokens), both on the
+        device and both 0 for a skipped step. The host never waits for the device here.
 
         A step whose loss or gradient is not finite changes nothing but the position:
-        no update, and the hidden state from before it carries on.
+        the fused AdamW skips its update on the device (found_inf), and the hidden state
+        from before it carries on. The guard counts it; fit() reads the counts later.
         """
         p, cfg = self.progress, self.config
         if p.window >= self.windows_per_epoch:  # a new pass starts at the top of the text
@@ -261,21 +340,40 @@ class Trainer:
         y = y.to(self.device, torch.long, non_blocking=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr()
-        logits, state = self.model(x, self.state)  # [B, T, V]
+        with torch.autocast(self.device.type, self.amp_dtype, enabled=self.scaler is not None):
+            logits, state = self.model(x, self.state)  # [B, T, V]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # records its own found_inf for update()
+        else:
+            loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
         # A NaN anywhere in the loss reaches the gradient, so the norm alone tells.
-        finite = bool(torch.isfinite(norm))  # host sync: the price of never stepping on NaN
-        if finite:
-            self.optimizer.step()
-            self.state = detach(state)
-        else:
-            p.skipped += 1
+        skip = ~torch.isfinite(norm)  # [] bool, on the device
+        self.optimizer.found_inf, self.optimizer.grad_scale = skip.float(), None
+        self.optimizer.step()  # fused: a no-op on the device when found_inf is 1
+        if self.scaler is not None:
+            self.scaler.update()
+        # With a GradScaler an overflowing fp16 gradient is routine (the scale shrinks);
+        # only a non-finite loss counts towards divergence.
+        bad = ~torch.isfinite(loss.detach()) if self.scaler is not None else skip
+        self.guard.add(skip, bad)
+        # (under autocast the RNNs return fp16 states: carry them in fp32 like the weights)
+        self.state = keep_state(skip, self.state, tuple(s.float() for s in detach(state)))
         p.step, p.window = p.step + 1, p.window + 1
         p.tokens += y.numel() * self.world.size  # every rank reads as many
-        return loss.detach() * y.numel(), y.numel(), finite
+        # `skip` agrees on every rank: DDP gave them all the same averaged gradient.
+        nats = torch.where(skip, 0.0, loss.detach().double() * y.numel())
+        return nats, (~skip).double() * y.numel()
+
+    def read_guard(self) -> int:
+        """Bring the device's counts to the host: add the skipped steps to the progress
+        and return the longest run of bad steps since the last read."""
+        skipped, longest = self.guard.take()
+        self.progress.skipped += skipped
+        return longest
 
     def trainer_state(self) -> dict:
         """Everything beyond the weights that an exact resume needs; loadable weights_only.
@@ -296,6 +394,7 @@ class Trainer:
             "python_rng": random.getstate(),
             "since_eval": [nats, tokens],
             "world_size": self.world.size,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
         }
 
     def restore(self, saved: dict) -> None:
@@ -317,12 +416,13 @@ class Trainer:
             if self.device.type == "cuda" and saved["cuda_rng"]:
                 states = saved["cuda_rng"][: torch.cuda.device_count()]
                 torch.cuda.set_rng_state_all([s.cpu() for s in states])
-            self.since_eval.nats.fill_(saved["since_eval"][0])
-            self.since_eval.tokens = saved["since_eval"][1]
+            self.since_eval.sums.copy_(torch.tensor(saved["since_eval"], dtype=torch.float64))
         else:  # only rank 0's random state is saved; the loss so far is in rank 0's meter
             torch.manual_seed(rank_seed(self.config.seed, self.world.rank, self.progress.step))
-            self.since_eval.nats.zero_()
-            self.since_eval.tokens = 0
+            self.since_eval.sums.zero_()
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        self.guard.reset()
 
     def save_last(self) -> str | None:
         """Save last/; a failed save (a full disk) keeps the previous one and says why.
@@ -341,17 +441,17 @@ class Trainer:
         self.world.barrier()
         return message
 
-    def roll_back(self) -> Report:
-        """After MAX_BAD_STEPS non-finite steps: back to last/ with half the learning rate,
-        once; if the run diverges again, it stops."""
+    def roll_back(self, run: int) -> Report:
+        """After `run` >= MAX_BAD_STEPS non-finite steps in a row: back to last/ with half
+        the learning rate, once; if the run diverges again, it stops."""
         p = self.progress
         no_last = self.world.any(checkpoint.last_dir(self.run_dir) is None)  # every rank reads it
         if p.rollbacks >= 1 or no_last:
             where = "again after rolling back" if p.rollbacks else "before any checkpoint"
             return self.report(
                 "diverged",
-                message=f"training diverged {where} ({MAX_BAD_STEPS} non-finite steps in a "
-                f"row at step {p.step}); the saved checkpoints are intact; try a lower --lr",
+                message=f"training diverged {where} ({run} non-finite steps in a row by "
+                f"step {p.step}); the saved checkpoints are intact; try a lower --lr",
             )
         last, saved = checkpoint.load_last(self.run_dir, self.device)
         self.module.load_state_dict(last.state_dict())
@@ -359,7 +459,7 @@ class Trainer:
         self.progress.rollbacks, self.progress.lr_scale = p.rollbacks + 1, p.lr_scale / 2
         return self.report(
             "rollback",
-            message=f"{MAX_BAD_STEPS} non-finite steps in a row at step {p.step}: rolled back "
+            message=f"{run} non-finite steps in a row by step {p.step}: rolled back "
             f"to step {self.progress.step} with the learning rate halved",
         )
 
@@ -387,7 +487,10 @@ def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.op
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+    # Fused on CPU and CUDA alike: one kernel for all parameters, and the AdamW that can
+    # skip a step on the device (Trainer.step sets found_inf). On a CPU it is also faster
+    # than the for-each and for-loop ones: `python bench/adamw_cpu.py` times the three.
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=True)
 
 
 def fit(
@@ -417,38 +520,42 @@ def fit(
         trainer.restore(resume)
     model.train()
     recent = Meter(trainer.device)
-    clock, bad_in_a_row, stop_agreed = time.perf_counter(), 0, False
+    clock, stop_agreed = time.perf_counter(), False
     while not trainer.done():
         if should_stop() if world.size == 1 else stop_agreed:
+            trainer.read_guard()  # the skipped count goes into last/
             yield trainer.report("stopped", message=trainer.save_last())
             return
         t0 = time.perf_counter()
-        nats, n, finite = trainer.step()
+        nats, n = trainer.step()
         elapsed = trainer.progress.elapsed + time.perf_counter() - t0
         if world.size > 1:  # one small collective: the slowest clock, and any rank's signal
             elapsed, stop_agreed = world.agree(elapsed, should_stop())
         trainer.progress.elapsed = elapsed
-        # `finite` agrees on every rank: DDP gave them all the same averaged gradient.
-        bad_in_a_row = 0 if finite else bad_in_a_row + 1
-        if bad_in_a_row >= MAX_BAD_STEPS:
-            report = trainer.roll_back()
+        recent.add(nats, n)
+        trainer.since_eval.add(nats, n)
+        step = trainer.progress.step
+        evaluate_now = step % config.eval_every == 0 or trainer.done()
+        if step % LOG_EVERY and not evaluate_now:
+            yield trainer.report("step")
+            continue
+        run = trainer.read_guard()  # the host reads the device: a sync
+        if run >= MAX_BAD_STEPS:
+            report = trainer.roll_back(run)
             yield report
             if report.kind == "diverged":
                 return
-            bad_in_a_row = 0
+            recent.take(world)
+            clock = time.perf_counter()
             continue
-        if finite:
-            recent.add(nats, n)
-            trainer.since_eval.add(nats, n)
         report = trainer.report("step")
-        step = trainer.progress.step
-        if (step % LOG_EVERY == 0 or trainer.done()) and recent.tokens:
-            nats_sum, tokens = recent.take(world)
-            now = time.perf_counter()
+        nats_sum, tokens = recent.take(world)
+        now = time.perf_counter()
+        if tokens:
             report.loss, report.tokens_per_sec = nats_sum / tokens, tokens / (now - clock)
-            clock = now
+        clock = now
         yield report
-        if step % config.eval_every == 0 or trainer.done():
+        if evaluate_now:
             yield evaluate_and_save(trainer)
             recent.take(world)
             clock = time.perf_counter()  # evaluation time is not training throughput

@@ -1,7 +1,19 @@
+from contextlib import contextmanager
+
+import pytest
 import torch
 
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.sample import SampleConfig, filter_logits, generate
+from charrnn.sample import (
+    SampleConfig,
+    Sampler,
+    cell_step,
+    filter_logits,
+    generate,
+    generate_ids,
+    reference_generate,
+    sample_text,
+)
 
 
 def model(seed=0):
@@ -59,3 +71,89 @@ def test_a_sample_stops_at_eos():
         m.decoder.bias[0] = 100.0  # the model always says <eos>
     steps = list(generate(m, [3], SampleConfig(length=50, num_samples=2), 0))
     assert len(steps) == 1 and steps[0][0].tolist() == [0, 0]
+
+
+# The device path (Sampler, generate_ids) against the plain reference ----------------------
+
+CONFIGS = [
+    SampleConfig(length=60, num_samples=4),  # <eos> ends samples at different steps
+    SampleConfig(length=60, num_samples=3, temperature=0.7, top_k=4, stop_at_eos=False),
+    SampleConfig(length=60, num_samples=2, top_p=0.8, stop_at_eos=False),
+    SampleConfig(length=30, num_samples=2, temperature=0),
+]
+
+
+@contextmanager
+def native_rnn_kernels():
+    """oneDNN's LSTM (the CPU default for sequences) rounds differently in the last bit
+    from the native kernels that the one-step cells use: off, for a bitwise match."""
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
+def reference(m, config, seed, prime=(3, 4)):
+    """The plain sampler's tokens [B, N], with <eos> where a sample had already ended."""
+    with native_rnn_kernels():
+        g = torch.Generator().manual_seed(seed)
+        steps = list(reference_generate(m, list(prime), config, 0, g))
+    return torch.stack([torch.where(alive, ids, 0) for ids, alive in steps], dim=1)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_device_sampler_equals_the_reference_token_for_token(cell, config):
+    torch.manual_seed(1)
+    m = RNNLanguageModel(ModelConfig(13, cell=cell, layers=2, hidden=16, embedding=8))
+    expected = reference(m, config, seed=5)
+    ids = generate_ids(m, [3, 4], config, 0, torch.Generator().manual_seed(5))
+    n = expected.shape[1]
+    assert torch.equal(ids[:, :n], expected)
+    assert (ids[:, n:] == 0).all()  # after every sample ended: <eos> padding only
+    streamed = run(m, config, seed=5)  # generate(): the same sampler, one step at a time
+    assert torch.equal(streamed, expected)
+
+
+def test_cell_step_equals_forward_for_one_token():
+    torch.manual_seed(0)
+    for cell in ("lstm", "gru", "rnn"):
+        m = RNNLanguageModel(ModelConfig(13, cell=cell, layers=2, hidden=16, embedding=8))
+        state = tuple(torch.randn_like(s) for s in m.initial_state(3))
+        ids = torch.tensor([1, 5, 7])
+        with torch.inference_mode():
+            logits, new = m(ids[:, None], state)
+            step_logits, step_state = cell_step(m.eval(), ids, tuple(s.clone() for s in state))
+        torch.testing.assert_close(step_logits, logits[:, 0])
+        for a, b in zip(step_state, new):
+            torch.testing.assert_close(a, b)
+
+
+def test_sample_text_drops_eos_and_keeps_the_reference_text():
+    from charrnn.tokenizer import CharTokenizer
+
+    tok = CharTokenizer.fit("abcdefghijkl")  # 13 ids, <eos> is 0
+    m = model()
+    config = SampleConfig(length=40, num_samples=3)
+    texts = sample_text(m, tok, "cd", config, torch.Generator().manual_seed(2))
+    expected = reference(m, config, seed=2, prime=tok.encode("cd").tolist())
+    assert texts == [tok.decode([i for i in row if i != 0]) for row in expected.tolist()]
+
+
+def test_cuda_graphs_are_refused_on_a_cpu():
+    with pytest.raises(ValueError, match="CUDA"):
+        Sampler(model(), SampleConfig(), 0, graph=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replay_equals_the_graph_free_path():
+    torch.manual_seed(1)
+    m = RNNLanguageModel(ModelConfig(13, layers=2, hidden=64, embedding=8)).cuda()
+    for config in CONFIGS:
+        runs = [
+            generate_ids(m, [3, 4], config, 0, torch.Generator("cuda").manual_seed(5), graph)
+            for graph in (False, True)
+        ]
+        assert torch.equal(*runs)

@@ -1,0 +1,379 @@
+"""`charrnn bench`: how fast training and sampling run, against the hardware's limit and
+against a plain PyTorch reference timed in the same process.
+
+Owns: the FLOP count of a model, the matmul peak of a device, peak memory, the timing
+loops, and the plain reference loops (nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear +
+AdamW in fp32 with a `.item()` per step; sampling one token at a time with
+torch.multinomial and the tokens read back at every step). It times the real training
+step (train.Trainer.step) and the real sampler (sample.generate_ids) as they are, and
+knows nothing of how they work inside. It prints nothing: cli.py renders the records.
+
+Model FLOP utilisation (MFU) = counted model FLOPs per second / the peak FLOP/s of a
+large matmul timed on the same device in the same dtype in the same run: the share of
+what the device can do that goes into the model's own arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charrnn.data import Streams
+from charrnn.model import CELLS, ModelConfig, RNNLanguageModel
+from charrnn.sample import SampleConfig, generate_ids
+from charrnn.train import PRECISIONS, TrainConfig, Trainer
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per recurrent layer
+TRAIN_FLOPS_FACTOR = 3  # forward + backward (about twice the forward's matmuls)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    cell: str = "lstm"  # lstm | gru | rnn
+    layers: int = 2  # L
+    hidden: int = 256  # H
+    embedding: int = 64  # E
+    vocab_size: int = 96  # V of random token ids (a corpus brings its own)
+    batch_size: int = 32  # B: streams trained, or samples made, together
+    seq_len: int = 128  # T: tokens per training window (training only)
+    steps: int = 20  # timed steps: optimizer steps, or tokens per sample
+    warmup: int = 3  # untimed steps first
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (CUDA only), for training
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        for name in ("layers", "hidden", "embedding", "vocab_size", "batch_size", "seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.steps < 1 or self.warmup < 0:
+            raise ValueError(f"need steps >= 1 and warmup >= 0, not {self.steps}, {self.warmup}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(self.vocab_size, self.cell, self.layers, self.hidden, self.embedding)
+
+
+def forward_flops_per_token(config: ModelConfig) -> int:
+    """Matmul FLOPs of one token's forward pass: 2 * G*H * (I + H) per layer (G weight
+    blocks: lstm 4, gru 3, rnn 1; I = E for the first layer, H above it), plus 2 * H * V
+    for the decoder. The embedding lookup, gate nonlinearities and softmax are not
+    counted (a few per cent at these sizes)."""
+    G, E, H, V = GATES[config.cell], config.embedding, config.hidden, config.vocab_size
+    layers = sum(2 * G * H * ((E if i == 0 else H) + H) for i in range(config.layers))
+    return layers + 2 * H * V
+
+
+@dataclass
+class Measure:
+    tokens_per_sec: float
+    seconds_per_step: float
+    mfu: float  # model FLOP/s / the matmul peak
+    peak_memory: int  # bytes: CUDA max_memory_allocated, or the process's peak RSS on a CPU
+    loss: float | None = None  # mean training loss over the timed steps (a sanity check)
+
+
+@dataclass
+class BenchResult:
+    kind: str  # "train" | "sample"
+    config: BenchConfig
+    data: str  # what was read: random ids, or which corpus
+    device: str
+    device_name: str
+    threads: int  # torch's CPU threads
+    versions: dict
+    date: str
+    flops_per_token: int  # counted per token of this kind (training: 3x the forward)
+    peak_flops: float  # FLOP/s of the timed matmul
+    peak_how: str
+    memory_how: str
+    ours: Measure
+    reference: Measure
+
+    @property
+    def ratio(self) -> float:
+        """How many times the reference's tokens/s charrnn makes."""
+        return self.ours.tokens_per_sec / self.reference.tokens_per_sec
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """FLOP/s of the fastest of a few timed n x n matmuls, and how it was measured."""
+    n, repeats = (8192, 10) if device.type == "cuda" else (1024, 3)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+    torch.mm(a, b, out=c)
+    best = float("inf")
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b, out=c)
+        sync(device)
+        best = min(best, (time.perf_counter() - t0) / repeats)
+    how = f"torch.mm {n}x{n} {str(dtype).removeprefix('torch.')}"
+    if device.type == "cuda" and dtype == torch.float32:
+        how += f", TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}"
+    return 2 * n**3 / best, how
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA's allocator peak, or on a CPU the process's peak
+    resident set (getrusage), reset before the block where Linux allows it."""
+
+    CLEAR_REFS = Path("/proc/self/clear_refs")  # writing "5" resets the peak RSS (Linux)
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    @staticmethod
+    def how(device: torch.device) -> str:
+        if device.type == "cuda":
+            return "torch.cuda.max_memory_allocated, reset before each measure"
+        if os.access(PeakMemory.CLEAR_REFS, os.W_OK):
+            return "peak RSS of the process (getrusage), reset before each measure"
+        return "peak RSS of the process since it started (getrusage): ours and reference mixed"
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif os.access(self.CLEAR_REFS, os.W_OK):
+            self.CLEAR_REFS.write_text("5")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB
+        return False
+
+
+def random_ids(vocab_size: int, n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab_size, n).astype(np.int32)
+
+
+class _Chars:
+    """Trainer wants a tokenizer only to count characters: here one per token."""
+
+    count_chars = staticmethod(len)
+
+
+def time_steps(step, warmup: int, steps: int, device: torch.device, finish=lambda: None):
+    """Run `step` warmup + steps times -> (seconds of the timed steps, peak memory, what
+    `finish` returned). `finish` runs inside the timing: it reads back what the host
+    would read, so a step that only queues work on the device is not undercounted."""
+    for _ in range(warmup):
+        step()
+    finish()
+    sync(device)
+    with PeakMemory(device) as memory:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        out = finish()
+        sync(device)
+        seconds = time.perf_counter() - t0
+    return seconds, memory, out
+
+
+def measure(tokens: int, seconds: float, steps: int, flops: int, peak: float, memory, loss=None):
+    tps = tokens / seconds
+    return Measure(tps, seconds / steps, tps * flops / peak, memory.peak, loss)
+
+
+# Training ------------------------------------------------------------------------------
+
+
+def ours_train(config: BenchConfig, ids: np.ndarray, device: torch.device, flops, peak):
+    """charrnn's own training step: Trainer.step, as fit() runs it, the loss read back
+    only at the end (fit reads it every LOG_EVERY steps)."""
+    torch.manual_seed(0)
+    model = RNNLanguageModel(config.model_config()).to(device).train()
+    train = TrainConfig(  # a constant learning rate, as the reference's
+        seq_len=config.seq_len, batch_size=config.batch_size, steps=config.steps,
+        warmup_steps=0, min_lr_frac=1.0, precision=config.precision,
+    )  # fmt: skip
+    trainer = Trainer(model, _Chars(), ids, ids[:2], train, device, Path("unused"))
+
+    def step():
+        trainer.since_eval.add(*trainer.step())
+
+    seconds, memory, (nats, tokens) = time_steps(
+        step, config.warmup, config.steps, device, trainer.since_eval.take
+    )
+    n = config.steps * config.batch_size * config.seq_len
+    return measure(n, seconds, config.steps, flops, peak, memory, nats / max(tokens, 1))
+
+
+class ReferenceLM(nn.Module):
+    """The plain model: nn.Embedding -> one multi-layer nn.LSTM/GRU/RNN -> nn.Linear."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(config.vocab_size, config.embedding)
+        rnn = CELLS[config.cell]
+        self.rnn = rnn(config.embedding, config.hidden, config.layers, batch_first=True)
+        self.decoder = nn.Linear(config.hidden, config.vocab_size)
+
+    def forward(self, ids, state=None):
+        out, state = self.rnn(self.embed(ids), state)  # [B, T, H]
+        return self.decoder(out), state
+
+
+def reference_train(config: BenchConfig, ids: np.ndarray, device: torch.device, flops, peak):
+    """The plain loop: fp32, PyTorch's default AdamW, windows copied from the host each
+    step, gradient clipping, and loss.item() every step."""
+    torch.manual_seed(0)
+    model = ReferenceLM(config.model_config()).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=TrainConfig.lr, betas=(0.9, 0.99))
+    streams = Streams.of(ids, config.batch_size)
+    windows = streams.num_windows(config.seq_len)
+    at = {"step": 0, "state": None, "losses": []}
+
+    def step():
+        i = at["step"] % windows
+        at["step"] += 1
+        x, y = streams.window(i, config.seq_len)  # each [B, T]
+        x, y = x.to(device, torch.long), y.to(device, torch.long)
+        logits, state = model(x, at["state"] if i else None)  # a new pass: a zero state
+        if isinstance(state, tuple):  # nn.LSTM's (h, c); nn.GRU's and nn.RNN's a tensor
+            at["state"] = tuple(s.detach() for s in state)
+        else:
+            at["state"] = state.detach()
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        at["losses"].append(loss.item())
+
+    seconds, memory, _ = time_steps(step, config.warmup, config.steps, device)
+    n = config.steps * config.batch_size * config.seq_len
+    loss = float(np.mean(at["losses"][config.warmup :]))
+    return measure(n, seconds, config.steps, flops, peak, memory, loss)
+
+
+def bench_train(config: BenchConfig, device, ids: np.ndarray | None = None, data: str = ""):
+    """Time charrnn's training step and the plain reference on the same data: `ids`
+    (of a corpus, described by `data`; config.vocab_size must be its vocabulary's), or
+    else random token ids."""
+    device = torch.device(device)
+    need = config.batch_size * (config.seq_len + 1) + 2
+    if ids is None:
+        ids = random_ids(config.vocab_size, max(need, config.batch_size * config.seq_len * 8))
+        data = f"random token ids (V {config.vocab_size}, seed 0)"
+    if len(ids) < need:
+        raise ValueError(
+            f"{data} has {len(ids):,} tokens; --batch-size {config.batch_size} "
+            f"--seq-len {config.seq_len} needs at least {need:,}"
+        )
+    assert int(ids.max()) < config.vocab_size, "config.vocab_size must cover the ids"
+    flops = TRAIN_FLOPS_FACTOR * forward_flops_per_token(config.model_config())
+    dtype = PRECISIONS[config.precision] or torch.float32
+    peak, peak_how = matmul_peak(device, dtype)
+    ours = ours_train(config, ids, device, flops, peak)
+    ref = reference_train(config, ids, device, flops, peak)
+    return result("train", config, data, device, flops, peak, peak_how, ours, ref)
+
+
+# Sampling ------------------------------------------------------------------------------
+
+
+def ours_sample(config: BenchConfig, device: torch.device, flops, peak):
+    """charrnn's sampler: generate_ids (B samples at once, on the device, a CUDA graph
+    on CUDA), temperature 1, no <eos> stop."""
+    torch.manual_seed(0)
+    model = RNNLanguageModel(config.model_config()).to(device).eval()
+    generator = torch.Generator(device).manual_seed(0)
+
+    def run(length: int):
+        sample = SampleConfig(length, num_samples=config.batch_size, stop_at_eos=False)
+        return generate_ids(model, [0], sample, 0, generator)
+
+    if config.warmup:
+        run(config.warmup)
+    sync(device)
+    with PeakMemory(device) as memory:
+        t0 = time.perf_counter()
+        run(config.steps).cpu()  # the tokens come back to the host, once
+        seconds = time.perf_counter() - t0
+    return measure(config.steps * config.batch_size, seconds, config.steps, flops, peak, memory)
+
+
+@torch.no_grad()
+def reference_sample(config: BenchConfig, device: torch.device, flops, peak):
+    """The plain loop: the whole model called on one token at a time, softmax,
+    torch.multinomial, and the tokens read back to the host at every step."""
+    torch.manual_seed(0)
+    model = ReferenceLM(config.model_config()).to(device).eval()
+    generator = torch.Generator(device).manual_seed(0)
+    at = {"x": torch.zeros(config.batch_size, 1, dtype=torch.long, device=device)}
+    at["state"], at["tokens"] = None, []
+
+    def step():
+        logits, at["state"] = model(at["x"], at["state"])  # [B, 1, V]
+        probs = logits[:, -1].softmax(-1)
+        at["x"] = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
+        at["tokens"].append(at["x"].flatten().tolist())
+
+    seconds, memory, _ = time_steps(step, config.warmup, config.steps, device)
+    return measure(config.steps * config.batch_size, seconds, config.steps, flops, peak, memory)
+
+
+def bench_sample(config: BenchConfig, device):
+    """Time charrnn's sampler and the plain reference loop, both fp32, random weights."""
+    device = torch.device(device)
+    flops = forward_flops_per_token(config.model_config())
+    peak, peak_how = matmul_peak(device, torch.float32)
+    ours = ours_sample(config, device, flops, peak)
+    ref = reference_sample(config, device, flops, peak)
+    data = "an untrained model's own samples (random weights, seed 0)"
+    return result("sample", config, data, device, flops, peak, peak_how, ours, ref)
+
+
+# Reporting -----------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict:
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn}
+
+
+def result(kind, config, data, device, flops, peak, peak_how, ours, ref) -> BenchResult:
+    return BenchResult(
+        kind, config, data, str(device), device_name(device), torch.get_num_threads(),
+        versions(), date.today().isoformat(), flops, peak, peak_how, PeakMemory.how(device),
+        ours, ref,
+    )  # fmt: skip
