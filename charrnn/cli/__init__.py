@@ -1,0 +1,24 @@
+"""The `charrnn` command: a thin Typer adapter over the library, and the only package that
+prints.
+
+stdout carries only the product: sampled text, the report `info`, `eval` and
+`inspect-neurons` exist to print, or JSON when asked; the progress and tables of
+training go to stderr. A user's mistake ends in one line on stderr
+and exit code 2, with nothing half-written.
+
+One module per command (train, sample, runs: info and eval, neurons: inspect-neurons,
+bench), each registering itself on the shared `app` of common.py.
+"""
+
+import importlib
+
+from charrnn.cli.common import UsageError, app
+
+# Each command registers itself on `app` when its module is imported; --help lists them
+# in this order.
+for _module in ("train", "sample", "neurons", "runs", "bench"):
+    importlib.import_module(f"charrnn.cli.{_module}")
+
+from charrnn.cli.train import resume_run  # noqa: E402
+
+__all__ = ["UsageError", "app", "resume_run"]

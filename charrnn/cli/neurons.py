@@ -1,0 +1,297 @@
+"""`charrnn inspect-neurons`: the terminal view, the rankings, gate statistics, the HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from charrnn import checkpoint, corpus, neurons
+from charrnn import sample as sampling
+from charrnn.cli.common import (
+    Device,
+    Run,
+    UsageError,
+    app,
+    err,
+    resolve_device,
+    user_errors,
+)
+
+ViewColor = Annotated[
+    str,
+    typer.Option(
+        "--color", help="auto (when stdout is a terminal and NO_COLOR is unset) | always | never"
+    ),
+]
+FIND_HELP = (
+    "Rank neurons by |Pearson r| with a feature: 'inside quotes', 'bracket depth', "
+    "'position in line', 'indentation', 'start of word', 'inside a comment', or a regex "
+    "(1 inside a match). Without it: by selectivity (kurtosis)."
+)
+
+
+@app.command("inspect-neurons")
+def inspect_neurons(
+    run: Run,
+    text: Annotated[Optional[str], typer.Option(help="The text to run the model over.")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="Read the text from this file.")] = None,
+    layer: Annotated[
+        Optional[int], typer.Option(help="Layer shown and ranked (default: all; shown: best).")
+    ] = None,
+    neuron: Annotated[
+        Optional[int], typer.Option(help="Neuron shown (default: the best-ranked one).")
+    ] = None,
+    state: Annotated[
+        Optional[str], typer.Option(help="h | c (shown as tanh(c)) | gates. Default: c for lstm.")
+    ] = None,
+    gate: Annotated[
+        Optional[str], typer.Option(help="With --state gates: i|f|g|o (lstm), r|z|n (gru).")
+    ] = None,
+    find: Annotated[Optional[str], typer.Option(help=FIND_HELP)] = None,
+    top: Annotated[int, typer.Option(help="Neurons in the ranking (0: no ranking).")] = 10,
+    gate_stats: Annotated[
+        bool, typer.Option("--gate-stats", help="Show each layer's gate saturation.")
+    ] = False,
+    html: Annotated[
+        Optional[Path], typer.Option(help="Also write a self-contained HTML page here.")
+    ] = None,
+    max_chars: Annotated[int, typer.Option(help="Trace at most this many characters.")] = 2000,
+    color: ViewColor = "auto",
+    seed: Annotated[
+        int, typer.Option(help="Seed of the sample inspected when no --text/--file is given.")
+    ] = 0,
+    device: Device = "cpu",
+):
+    """Colour text by one neuron's activation with the model's guesses under it, rank the
+    neurons, show gate saturation; the view goes to stdout."""
+    if text is not None and file is not None:
+        raise typer.BadParameter("give --text or --file, not both")
+    if color not in ("auto", "always", "never"):
+        raise typer.BadParameter(f"--color must be auto, always or never, not {color!r}")
+    if top < 0 or max_chars < 1:
+        raise typer.BadParameter("--top cannot be negative and --max-chars must be at least 1")
+    dev = resolve_device(device)
+    with user_errors():
+        model, tok, _ = checkpoint.load_best(run, dev)
+        name = neurons.state_name(model.config.cell, default_state(model, state, gate), gate)
+        source = inspection_text(model, tok, text, file, max_chars, seed, dev)
+        tr = neurons.trace_text(model, tok, source)
+        acts = neurons.activation(tr, name)  # [L, T, H]
+        ranked, ranking, target = rank_neurons(tr, acts, find, top, layer)
+        shown = shown_neuron(model.config, ranked, layer, neuron)
+        if html is not None:
+            write_page(html, run, tr, tok, ranked, {**ranking, "state": name}, name, shown)
+    out = view_console(color)
+    plain = out.no_color or out.color_system is None
+    render_view(out, tr, tok, acts, name, shown, target, ranking, plain)
+    if top > 0:
+        out.print(ranking_table(ranked, ranking, tr, plain))
+    if gate_stats:
+        render_gate_stats(out, tr)
+
+
+def default_state(model, state: str | None, gate: str | None) -> str:
+    if state is None:
+        return "gates" if gate is not None else "c" if model.config.cell == "lstm" else "h"
+    if gate is not None and state != "gates":
+        raise UsageError(f"--gate {gate} needs --state gates, not --state {state}")
+    return state
+
+
+def inspection_text(model, tok, text, file, max_chars: int, seed: int, dev) -> str:
+    """--text, --file, or else a sample from the model; checked and cut to --max-chars."""
+    if file is not None:
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            raise UsageError(f"{file}: cannot read it ({e.strerror})") from None
+        text = corpus.decode(data, str(file))
+    if text is None:
+        config = sampling.SampleConfig(length=min(max_chars, 500), stop_at_eos=False)
+        generator = torch.Generator(dev).manual_seed(seed)
+        text = sampling.sample_text(model, tok, "", config, generator)[0]
+        err.print(
+            f"no --text or --file: inspecting {len(text)} characters sampled from the model "
+            f"(--seed {seed})",
+            style="dim",
+        )
+    if not text:
+        raise UsageError("the text is empty; give some with --text or --file")
+    if len(text) > max_chars:
+        err.print(f"note: inspecting the first {max_chars:,} of {len(text):,} characters")
+        text = text[:max_chars]
+    unknown = tok.unknown(text)
+    if unknown:
+        shown = " ".join(repr(c) for c in unknown[:20])
+        what = "words" if tok.kind == "word" else "characters"
+        raise UsageError(f"the text has {what} the model has never seen: {shown}")
+    return text
+
+
+def rank_neurons(tr, acts, find: str | None, top: int, layer: int | None):
+    """(ranked, a description of the ranking, the feature [T] or None)."""
+    k = max(top, 1)  # the best one is shown when no --neuron is given, even with --top 0
+    if find is None:
+        ranked = neurons.rank_by_selectivity(acts, k, layer)
+        title = "most selective neurons: excess kurtosis of the activation over the text"
+        return ranked, {"title": title, "score": "kurtosis"}, None
+    feature, target = neurons.feature(find, tr.tokens)
+    ranked = neurons.rank_by_feature(acts, target, k, layer)
+    title = f"neurons most correlated with {feature} (Pearson r over {len(target):,} characters)"
+    return ranked, {"title": title, "score": "|r|", "feature": feature}, target
+
+
+def shown_neuron(config, ranked, layer: int | None, neuron: int | None) -> tuple[int, int]:
+    """(layer, neuron) of the view: --neuron (in --layer, default 0), or the best-ranked one."""
+    if neuron is None:
+        return ranked[0].layer, ranked[0].neuron
+    if not 0 <= neuron < config.hidden:
+        raise UsageError(
+            f"--neuron {neuron} is out of range: a layer has neurons 0..{config.hidden - 1}"
+        )
+    return (layer if layer is not None else 0), neuron
+
+
+def write_page(path: Path, run: Path, tr, tok, ranked, ranking, name, shown) -> None:
+    initial = {"layer": shown[0], "state": name, "neuron": shown[1]}
+    page = neurons.html_page(neurons.page_data(tr, tok, ranked, ranking, initial), f"{run}")
+    try:
+        checkpoint.atomic_write(path, page.encode("utf-8"))
+        path.chmod(0o644)  # a page to open and share, not a private temporary file
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write it ({e.strerror})") from None
+    err.print(f"wrote {path} ({len(page.encode()) / 1024:,.0f} KiB); open it in a browser")
+
+
+def view_console(color: str) -> Console:
+    if color == "always":
+        return Console(force_terminal=True, color_system="truecolor", no_color=False,
+                       highlight=False)  # fmt: skip
+    if color == "never":
+        return Console(color_system=None, highlight=False)
+    return Console(highlight=False)  # rich: colour only on a terminal, and not with NO_COLOR
+
+
+def _rgb(rgb: tuple[int, int, int]) -> str:
+    return f"black on rgb({rgb[0]},{rgb[1]},{rgb[2]})"
+
+
+def view_rows(tokens, width: int) -> list[range]:
+    """Steps per screen row: a row ends after a newline or when it fills the width (a
+    word or subword token takes as many columns as it has characters)."""
+    rows, start, used = [], 0, 0
+    for t, token in enumerate(tokens):
+        cells = len(neurons.glyph(token))
+        if used and used + cells > width:
+            rows.append(range(start, t))
+            start, used = t, 0
+        used += cells
+        if token.endswith("\n") or used >= width:
+            rows.append(range(start, t + 1))
+            start, used = t + 1, 0
+    if start < len(tokens):
+        rows.append(range(start, len(tokens)))
+    return rows
+
+
+def view_lines(row: range, tr, tok, values, plain: bool) -> list[Text]:
+    """The text coloured by the neuron (plain: a digit row under it, 0 = -1 .. 9 = +1),
+    then one line per guess rank, each guess shaded by its probability. Each step takes
+    as many columns as its token; a guess is cut or padded to fit them."""
+    widths = {t: len(neurons.glyph(tr.tokens[t])) for t in row}
+    text = Text()
+    for t in row:
+        text.append(neurons.glyph(tr.tokens[t]), None if plain else _rgb(neurons.colour(values[t])))
+    lines = [text]
+    if plain:
+        lines.append(Text("".join(str(round((values[t] + 1) * 4.5)) * widths[t] for t in row)))
+    for k in range(tr.top_ids.shape[1]):
+        guesses = Text()
+        for t in row:
+            g = neurons.glyph(tok.decode([int(tr.top_ids[t, k])]), "␣")[: widths[t]]
+            guesses.append(
+                g.ljust(widths[t]), None if plain else _rgb(neurons.shade(tr.top_probs[t, k]))
+            )
+        lines.append(guesses)
+    return lines
+
+
+def render_view(out: Console, tr, tok, acts, name, shown, target, ranking, plain) -> None:
+    layer, neuron = shown
+    values = neurons.unit_scale(acts[layer, :, neuron], name)  # [T] in [-1, 1]
+    unit = "characters" if tok.kind == "char" else "tokens"
+    head = f"layer {layer}, neuron {neuron}: {neurons.LABELS[name]} over {len(values):,} {unit}"
+    if target is not None:
+        r = neurons.pearson(acts[layer, :, neuron][None].astype("float64"), target)[0]
+        head += f"; r = {r:+.3f} with {ranking['feature']}"
+    scale = "0 to 1" if neurons.value_range(name)[0] == 0 else "-1 to +1"
+    legend = (
+        f"under each line: the activation as a digit, 0 to 9 for {scale}; then the model's 5 "
+        f"likeliest next {unit}, likeliest first"
+        if plain
+        else f"background: blue, white, red for {scale}; under each line: the model's 5 "
+        f"likeliest next {unit}, greener = likelier"
+    )
+    out.print(Text(head, style="bold"), soft_wrap=True)
+    out.print(Text(legend, style="dim"), soft_wrap=True)
+    for row in view_rows(tr.tokens, max(out.width, 10)):
+        for line in view_lines(row, tr, tok, values, plain):
+            out.print(line, soft_wrap=True)
+        out.print()
+
+
+def context_text(tokens, context, plain: bool) -> Text:
+    text = Text(f"{context.value:+.2f}  ", style="dim")
+    for t in range(context.start, context.end):
+        g = neurons.glyph(tokens[t])
+        if t == context.peak:
+            text.append(f"«{g}»" if plain else g, "bold reverse")
+        else:
+            text.append(g)
+    return text
+
+
+def ranking_table(ranked, ranking, tr, plain: bool) -> Table:
+    table = Table(title=ranking["title"], title_justify="left")
+    for col in ("#", "layer", "neuron", ranking["score"]):
+        table.add_column(col, justify="right")
+    if "feature" in ranking:
+        table.add_column("sign")
+    table.add_column("strongest contexts (" + ("«»" if plain else "reversed") + ": most active)")
+    for k, r in enumerate(ranked, 1):
+        cells = [str(k), str(r.layer), str(r.neuron), f"{r.score:.3f}"]
+        if "feature" in ranking:
+            cells.append("+" if r.sign > 0 else "-")
+        contexts = Text("\n").join(context_text(tr.tokens, c, plain) for c in r.contexts)
+        table.add_row(*cells, contexts)
+    return table
+
+
+GATE_NAMES = {"i": "input", "f": "forget", "o": "output", "r": "reset", "z": "update"}
+
+
+def render_gate_stats(out: Console, tr) -> None:
+    stats = neurons.gate_saturation(tr)
+    if not stats:
+        out.print(f"gate saturation: a {tr.cell} has no gates")
+        return
+    table = Table(
+        title="gate saturation: fraction of characters a gate is < 0.1 (left) or > 0.9 "
+        "(right), mean over units; units saturated more than half of the time",
+        title_justify="left",
+    )
+    for col in ("layer", "gate", "left", "right", "units mostly left", "units mostly right"):
+        table.add_column(col, justify="right")
+    for s in stats:
+        table.add_row(
+            str(s.layer), f"{s.gate} ({GATE_NAMES[s.gate]})", f"{s.left.mean():.1%}",
+            f"{s.right.mean():.1%}", f"{(s.left > 0.5).sum()}/{len(s.left)}",
+            f"{(s.right > 0.5).sum()}/{len(s.right)}",
+        )  # fmt: skip
+    out.print(table)
