@@ -6,7 +6,7 @@ loops, and the plain reference loops (nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear
 AdamW in fp32 with a `.item()` per step; sampling one token at a time with
 torch.multinomial and the tokens read back at every step). It times the real training
 step (train.Trainer.step) and the real sampler (sample.generate_ids) as they are, and
-knows nothing of how they work inside. It prints nothing: cli.py renders the records.
+knows nothing of how they work inside. It prints nothing: the cli package renders the records.
 
 Model FLOP utilisation (MFU) = counted model FLOPs per second / the peak FLOP/s of a
 large matmul timed on the same device in the same dtype in the same run: the share of

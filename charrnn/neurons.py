@@ -4,7 +4,7 @@ Owns: tracing every layer's hidden state, cell state and gates step by step, the
 features of a text that neurons are compared with (bracket depth, inside quotes, ...,
 or any regex), ranking neurons (by correlation with a feature, or by selectivity),
 gate saturation per layer (Karpathy, Johnson & Fei-Fei 2015, figure 3), and the
-self-contained HTML page. It does not own printing or the terminal view (cli.py renders
+self-contained HTML page. It does not own printing or the terminal view (the cli package renders
 the values returned here), nor reading files.
 
 The trace recomputes every step from the layers' own weights with the cell equations
