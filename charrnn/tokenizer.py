@@ -25,6 +25,7 @@ it, which is what makes a char, a word and a BPE model of the same text comparab
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 from collections import Counter
@@ -216,6 +217,7 @@ class WordTokenizer:
 
 SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates: legal in a str, not in UTF-8
 SPACE = "\u2581"  # sentencepiece's stand-in for " "; a literal one is encoded as its bytes
+SEGMENT = re.compile(f"(\n|{SPACE})")  # where SentencePieceTokenizer.encode cuts the text
 
 
 class SentencePieceTokenizer:
@@ -232,7 +234,10 @@ class SentencePieceTokenizer:
         self.vocab_size = self.sp.get_piece_size()
         if self.sp.eos_id() != 0 or self.sp.piece_to_id("<0x00>") == self.sp.unk_id():
             raise ValueError("not a charrnn sentencepiece model (<eos> is not id 0, or no bytes)")
-        self._space_bytes = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPACE.encode()]
+        self._cut_ids = {  # see encode()
+            "\n": [self.sp.piece_to_id("\n")],
+            SPACE: [self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPACE.encode()],
+        }
         self._lengths = np.array([self._piece_chars(i) for i in range(self.vocab_size)])
 
     def _piece_chars(self, i: int) -> int:
@@ -273,13 +278,14 @@ class SentencePieceTokenizer:
             if unknown == "unk":
                 raise ValueError(f"a {self.kind} model has no <unk>; use --on-unknown skip")
             text = SURROGATE.sub("", text)
-        parts = text.split(SPACE)
-        ids: list[int] = []
-        for i, part in enumerate(parts):
-            if i:
-                ids.extend(self._space_bytes)
-            ids.extend(self.sp.encode(part))
-        return np.array(ids, dtype=np.int32)
+        # Cut at every newline and literal SPACE, encode the pieces as one batch (on
+        # sentencepiece's threads), and put the cuts back: the same ids as one call on
+        # the whole text, since "\n" is a piece of its own and SPACE is spelled in bytes
+        # here, so no piece spans a cut; and several times faster on a long text.
+        parts = SEGMENT.split(text)  # [text, cut, text, cut, ..., text]
+        parts[0::2] = self.sp.encode(parts[0::2])
+        parts[1::2] = [self._cut_ids[cut] for cut in parts[1::2]]
+        return np.fromiter(itertools.chain.from_iterable(parts), dtype=np.int32)
 
     def decode(self, ids) -> str:
         ids = [i for i in np.asarray(ids).tolist() if i != self.eos_id]

@@ -100,7 +100,8 @@ def test_sentencepiece_round_trips_any_text_exactly(kind, tmp_path):
     for name, data in tok.files().items():
         (tmp_path / name).write_bytes(data)
     sp = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
-    assert sp.encode(CODE) == tok.encode(CODE).tolist()
+    for text in (CODE, TEXT):  # encode() cuts the text at newlines: the ids are the same
+        assert sp.encode(text) == tok.encode(text).tolist()
     assert sp.decode(sp.encode(TEXT)) == TEXT
     again = tokenizers.load(tmp_path)
     assert again.kind == kind and again.encode(TEXT).tolist() == tok.encode(TEXT).tolist()
