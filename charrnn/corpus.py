@@ -145,11 +145,7 @@ def _read(path: Path, encoding_errors: str) -> Iterator[str]:
             block = f.read(CHUNK_BYTES)
             if offset == 0:
                 check_bom(block, str(path))
-            nul = block.find(b"\x00")
-            if nul >= 0:
-                raise CorpusError(
-                    f"{path}: binary file (NUL byte at offset {offset + nul}), not text"
-                )
+            check_nul(block, str(path), offset)
             pending = len(decoder.getstate()[0])
             try:
                 text = decoder.decode(block, final=not block)
@@ -169,18 +165,44 @@ def _read(path: Path, encoding_errors: str) -> Iterator[str]:
 def check_bom(data: bytes, name: str) -> None:
     for bom, encoding in _BOMS.items():
         if data.startswith(bom):
-            raise CorpusError(
-                f"{name}: looks like {encoding}, not UTF-8; convert it first, for example "
-                f"`iconv -f {encoding} -t UTF-8 {name} > {Path(name).stem}.utf8.txt`"
-            )
+            _refuse_wide(name, encoding)
+
+
+# Where the NUL bytes of mostly-ASCII text fall in UTF-16/32 without a byte-order mark
+# (Python's utf-16-le codec, and others, write none): (name, width, NUL positions).
+_WIDE = (
+    ("UTF-32-LE", 4, {1, 2, 3}),
+    ("UTF-32-BE", 4, {0, 1, 2}),
+    ("UTF-16-LE", 2, {1}),
+    ("UTF-16-BE", 2, {0}),
+)
+
+
+def check_nul(data: bytes, name: str, offset: int = 0) -> None:
+    """Refuse data with a NUL byte: as UTF-16/32 when the NULs fall where those put
+    them (at the start of a file), else as binary."""
+    nul = data.find(b"\x00")
+    if nul < 0:
+        return
+    sample = data[: 4096 // 4 * 4] if offset == 0 else b""
+    for encoding, width, zeros in _WIDE if len(sample) >= 8 else ():
+        column = [sample[i::width].count(0) / (len(sample) // width) for i in range(width)]
+        if all(c > 0.8 if i in zeros else c < 0.2 for i, c in enumerate(column)):
+            _refuse_wide(name, encoding)
+    raise CorpusError(f"{name}: binary file (NUL byte at offset {offset + nul}), not text")
+
+
+def _refuse_wide(name: str, encoding: str):
+    raise CorpusError(
+        f"{name}: looks like {encoding}, not UTF-8; convert it first, for example "
+        f"`iconv -f {encoding} -t UTF-8 {name} > {Path(name).stem}.utf8.txt`"
+    )
 
 
 def decode(data: bytes, name: str, encoding_errors: str = "strict") -> str:
     """UTF-8 bytes -> str, refusing binary and non-UTF-8 data with a message that helps."""
     check_bom(data, name)
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name}: binary file (NUL byte at offset {nul}), not text")
+    check_nul(data, name)
     try:
         return data.decode("utf-8", errors=encoding_errors)
     except UnicodeDecodeError as e:

@@ -96,7 +96,10 @@ def test_bad_corpora_get_one_clear_line(tmp_path):
         "empty.txt": (b"", "empty"),
         "binary.txt": (b"abc\x00def", "NUL byte at offset 3"),
         "latin1.txt": ("caf\u00e9 ok".encode("latin-1"), "invalid UTF-8 at byte offset 3"),
-        "utf16.txt": ("hello".encode("utf-16"), "UTF-16-LE"),
+        "utf16.txt": ("hello".encode("utf-16"), "UTF-16-LE"),  # with a byte-order mark
+        "utf32.txt": ("hello".encode("utf-32"), "UTF-32-LE"),
+        "utf16be.txt": ("no mark here\n".encode("utf-16-be"), "iconv -f UTF-16-BE"),
+        "utf32le.txt": ("no mark here\n".encode("utf-32-le"), "iconv -f UTF-32-LE"),
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)
