@@ -8,8 +8,10 @@ folder, then runs `charrnn train` on it twice in a fresh token cache: the first 
 the text into the memory-mapped id file, the second finds it in the cache. For each run it
 prints the wall time, the encode time and throughput that train reports, and the peak
 resident memory of the process (ru_maxrss from wait4, which counts the pages of the
-memory-mapped ids it touched too). The point: peak memory stays far below the size of the
-text and of its ids, because neither is ever held whole.
+memory-mapped ids it touched too). Last, the same command on the first 1 MB of the text
+gives the memory of the process itself (PyTorch, the model, the optimizer). The point: peak
+memory stays far below the size of the text and of its ids, and close to that of a 1 MB
+run, because neither the text nor its ids are ever held whole.
 """
 
 from __future__ import annotations
@@ -61,25 +63,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         size = write_corpus(tmp / "big.txt", args.mb)
-        env = {**os.environ, "CHARRNN_CACHE": str(tmp / "cache")}
         print(f"corpus: {size / 1e6:,.1f} MB ({size:,} bytes), --tokenizer {args.tokenizer}")
-        for attempt in ("first run (encodes)", "second run (cache)"):
-            train = ["train", str(tmp / "big.txt"), "--tokenizer", args.tokenizer,
+        with open(tmp / "big.txt", "rb") as f, open(tmp / "small.txt", "wb") as small:
+            small.write(f.read(1_000_000).rsplit(b"\n", 1)[0] + b"\n")
+        runs = (
+            ("first run (encodes)", "big.txt", "cache"),
+            ("second run (cache)", "big.txt", "cache"),
+            ("the first 1 MB alone", "small.txt", "cache-small"),
+        )
+        for i, (attempt, name, cache) in enumerate(runs):
+            env = {**os.environ, "CHARRNN_CACHE": str(tmp / cache)}
+            train = ["train", str(tmp / name), "--tokenizer", args.tokenizer,
                      "--steps", args.steps, "--eval-every", "1000000", "--val-frac", "0.001",
-                     "--device", "cpu", "--run-dir", str(tmp / f"run{len(attempt)}")]  # fmt: skip
+                     "--device", "cpu", "--run-dir", str(tmp / f"run{i}")]  # fmt: skip
             wall, rss, stderr = run(train, env)
             how = re.search(
                 r"(encoded .*? in ([\d.]+)s .*?chars/s\)|token ids from the cache)", stderr
             )
-            rate = (
-                f" = {size / 1e6 / float(how.group(2)):,.1f} MB/s" if how and how.group(2) else ""
-            )
+            mb = (tmp / name).stat().st_size / 1e6
+            rate = f" = {mb / float(how.group(2)):,.1f} MB/s" if how and how.group(2) else ""
             tokens = re.search(r"([\d,]+) train / ([\d,]+) val tokens", stderr)
-            ids_mb = sum(f.stat().st_size for f in (tmp / "cache").rglob("ids.bin")) / 1e6
+            ids_mb = sum(f.stat().st_size for f in (tmp / cache).rglob("ids.bin")) / 1e6
             made = how.group(1) if how else "?"
             print(
                 f"{attempt}: {made}{rate}; {tokens.group(0) if tokens else ''};"
-                f" id file {ids_mb:,.0f} MB; peak RSS {rss:,} MB; wall {wall:.1f}s"
+                f" id file {ids_mb:,.1f} MB; peak RSS {rss:,} MB; wall {wall:.1f}s"
                 f" ({args.steps} steps of training included)",
                 flush=True,
             )
