@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import random
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -215,6 +216,7 @@ class WordTokenizer:
         return {TOKENIZER_FILE: json.dumps(data, ensure_ascii=True).encode("ascii")}
 
 
+SP_SENTENCES = 2_000_000  # sentencepiece trains on at most this many lines of the text
 SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates: legal in a str, not in UTF-8
 SPACE = "\u2581"  # sentencepiece's stand-in for " "; a literal one is encoded as its bytes
 SEGMENT = re.compile(f"(\n|{SPACE})")  # where SentencePieceTokenizer.encode cuts the text
@@ -253,22 +255,30 @@ class SentencePieceTokenizer:
     def fit(cls, chunks: Iterable[str], config: TokenizerConfig) -> SentencePieceTokenizer:
         import sentencepiece
 
-        def lines():
-            for chunk in chunks:
-                yield from chunk.splitlines(keepends=True)
-
+        lines = (line for chunk in chunks for line in chunk.splitlines(keepends=True))
         out = io.BytesIO()
-        sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=lines(), model_writer=out, model_type=config.kind,
-            vocab_size=config.vocab_size or DEFAULT_VOCAB[config.kind],
-            hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary, not an error
-            normalization_rule_name="identity", remove_extra_whitespaces=False,
-            add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=False,
-            byte_fallback=True, character_coverage=1.0, user_defined_symbols=["\n"],
-            eos_id=0, eos_piece=EOS, unk_id=1, bos_id=-1, pad_id=-1,
-            input_sentence_size=2_000_000, shuffle_input_sentence=True,
-            max_sentence_length=1 << 16, num_threads=2, minloglevel=2,
-        )  # fmt: skip
+        try:
+            sentencepiece.SentencePieceTrainer.train(
+                sentence_iterator=iter(sample_lines(lines, SP_SENTENCES)), model_writer=out,
+                model_type=config.kind,
+                vocab_size=config.vocab_size or DEFAULT_VOCAB[config.kind],
+                hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary
+                normalization_rule_name="identity", remove_extra_whitespaces=False,
+                add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=False,
+                byte_fallback=True, character_coverage=1.0, user_defined_symbols=["\n"],
+                eos_id=0, eos_piece=EOS, unk_id=1, bos_id=-1, pad_id=-1,
+                max_sentence_length=1 << 16, num_threads=2, minloglevel=2,
+            )  # fmt: skip
+        except RuntimeError as e:
+            # byte fallback takes 256 pieces, and each character of the text must have one
+            need = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+            if not need:
+                raise
+            raise ValueError(
+                f"--vocab-size {need[1]} is too small for a {config.kind} tokenizer of this "
+                f"text: give at least {need[2]} (256 byte pieces, the specials and each "
+                "distinct character of the text)"
+            ) from None
         return cls(config.kind, out.getvalue())
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
@@ -303,6 +313,20 @@ class SentencePieceTokenizer:
             TOKENIZER_FILE: json.dumps(data).encode("ascii"),
             SENTENCEPIECE_FILE: self.model,
         }
+
+
+def sample_lines(lines: Iterable[str], most: int, seed: int = 0) -> list[str]:
+    """All the lines, or past `most` of them a uniform sample of `most` (reservoir
+    sampling, Algorithm R) drawn with a fixed seed: the same text always trains the same
+    tokenizer. (sentencepiece's own sampling, input_sentence_size, draws a different
+    sample in every process, whatever set_random_generator_seed says.)"""
+    rng, kept = random.Random(seed), []
+    for n, line in enumerate(lines):
+        if n < most:
+            kept.append(line)
+        elif (j := rng.randrange(n + 1)) < most:
+            kept[j] = line
+    return kept
 
 
 def fit(config: TokenizerConfig, chunks: Iterable[str]) -> Tokenizer:

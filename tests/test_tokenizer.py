@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -124,3 +127,28 @@ def test_tokenizer_config_refuses_bad_values():
     with pytest.raises(ValueError, match="min_count"):
         TokenizerConfig("word", min_count=0)
     assert isinstance(tokenizers.fit(TokenizerConfig("word"), ["x"]), WordTokenizer)
+
+
+def test_sentencepiece_fits_the_same_model_in_every_process_on_a_sample_of_the_lines():
+    # past SP_SENTENCES lines the tokenizer is trained on a sample of them: the same one in
+    # every process (sentencepiece's own sampling was not), so the same text gives the
+    # same tokenizer
+    script = (
+        "import hashlib; from charrnn import tokenizer as t; t.SP_SENTENCES = 200\n"
+        "lines = [f'{i} {w} and {w * 2}\\n' for i in range(3000) for w in ['ab', 'cd'][i % 2:]]\n"
+        "tok = t.fit(t.TokenizerConfig('bpe', vocab_size=400), lines)\n"
+        "print(hashlib.sha256(tok.model).hexdigest())"
+    )
+    run = [sys.executable, "-c", script]
+    digests = {subprocess.run(run, check=True, capture_output=True, text=True).stdout
+               for _ in range(3)}  # fmt: skip
+    assert len(digests) == 1, digests
+
+
+def test_sample_lines_keeps_all_or_a_uniform_sample():
+    assert tokenizers.sample_lines(iter("abc"), 5) == ["a", "b", "c"]
+    sample = tokenizers.sample_lines(map(str, range(10_000)), 1000)
+    assert len(set(sample)) == 1000 and sample == tokenizers.sample_lines(
+        map(str, range(10_000)), 1000
+    )
+    assert 3500 < np.mean([int(x) for x in sample]) < 6500  # from the whole text, not its start

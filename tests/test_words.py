@@ -128,6 +128,18 @@ def test_a_folder_without_matching_files_and_an_empty_file(tmp_path):
     assert np.__name__  # numpy is what the ids are made of
 
 
+def test_a_subword_vocabulary_too_small_for_the_text_is_one_clear_line(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    args = ["train", str(tmp_path / "t.txt"), "--tokenizer", "unigram", "--vocab-size", "100",
+            "--run-dir", str(tmp_path / "r")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("charrnn: error: --vocab-size 100 is too small")
+    least = 256 + 3 + len(set(TEXT) - {"\n"})  # bytes, <eos> <unk> "\n", the other characters
+    assert f"give at least {least} " in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_eval_on_text_with_unknown_symbols(tmp_path):
     run, corpus, _ = train(tmp_path, "e", TEXT, "--steps", "5")
     other = tmp_path / "other.txt"
