@@ -46,6 +46,17 @@ class SampleConfig:
             raise ValueError(f"num_samples must be at least 1, not {self.num_samples}")
 
 
+def sample_config(tokenizer, documents: str, allow_unk: bool = False, **options) -> SampleConfig:
+    """How to sample from a run's model (options: SampleConfig's fields). It never makes
+    `<unk>` unless allow_unk. A model of one long text (--documents none) never makes
+    `<eos>` either: it never had to predict one (its only `<eos>` opens the text), so a
+    sample runs to its length instead of ending on a guess an untrained model makes."""
+    banned = [] if allow_unk or tokenizer.unk_id is None else [tokenizer.unk_id]
+    if documents == "none":
+        banned.append(tokenizer.eos_id)
+    return SampleConfig(banned_ids=tuple(banned), **options)
+
+
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
     """Set to -inf every logit outside the top k and outside the top-p nucleus. [B, V]."""
     if top_k is not None and top_k < logits.shape[-1]:

@@ -504,6 +504,7 @@ def fit(
     resume: dict | None = None,
     should_stop=lambda: False,
     world: World = SINGLE,
+    preview: SampleConfig = SampleConfig(length=200, temperature=0.8),
 ) -> Iterator[Report]:
     """Train `model`, yielding a Report after every step and every evaluation.
 
@@ -556,14 +557,15 @@ def fit(
         clock = now
         yield report
         if evaluate_now:
-            yield evaluate_and_save(trainer)
+            yield evaluate_and_save(trainer, preview)
             recent.take(world)
             clock = time.perf_counter()  # evaluation time is not training throughput
     yield trainer.report("done")
 
 
-def evaluate_and_save(trainer: Trainer) -> Report:
-    """Evaluate on the whole validation split; save the best model, last/ and metrics."""
+def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
+    """Evaluate on the whole validation split; save the best model, last/ and metrics;
+    sample a short `preview` of what the model writes now."""
     p, model, world = trainer.progress, trainer.module, trainer.world
     nats, tokens = trainer.since_eval.take(world)
     train = Metrics.of(nats, tokens, round(tokens / trainer.tokens_per_char)) if tokens else None
@@ -594,7 +596,7 @@ def evaluate_and_save(trainer: Trainer) -> Report:
     text = None
     if world.is_main:  # only rank 0 shows it
         text = sample_text(
-            model, trainer.tokenizer, "", SampleConfig(length=200, temperature=0.8),
+            model, trainer.tokenizer, "", preview,
             # its own generator: training's random stream stays untouched
             torch.Generator(trainer.device).manual_seed(p.step),
         )[0]  # fmt: skip

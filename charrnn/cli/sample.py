@@ -54,10 +54,11 @@ def sample(
         dev = resolve_device(device)
         clamps = parse_clamps(clamp or [])
         model, tok, run_config = checkpoint.load_best(run, dev)
-        banned = () if allow_unk or tok.unk_id is None else (tok.unk_id,)
-        config = sampling.SampleConfig(
-            length, temperature, top_k, top_p, num_samples, banned_ids=banned
-        )
+        documents = run_config["corpus"].get("documents", "none")
+        config = sampling.sample_config(
+            tok, documents, allow_unk, length=length, temperature=temperature, top_k=top_k,
+            top_p=top_p, num_samples=num_samples,
+        )  # fmt: skip
         sampling.check_clamp(model.config, clamps)
         prime_ids = encode_prime(tok, prime, on_unknown)
     if seed is None:
@@ -67,11 +68,10 @@ def sample(
         torch.set_num_threads(sampling.cpu_threads(num_samples))
     generator = torch.Generator(dev).manual_seed(seed)
     # A model of documents starts each sample where it ended one itself (run_to_eos).
-    documents = run_config["corpus"].get("documents", "none") != "none" and not prime
+    burn_in = length if documents != "none" and not prime else 0
     steps = sampling.generate(
-        model, prime_ids, config, tok.eos_id, generator, clamp=clamps,
-        burn_in=length if documents else 0,
-    )  # fmt: skip
+        model, prime_ids, config, tok.eos_id, generator, clamp=clamps, burn_in=burn_in
+    )
     if num_samples == 1:
         stream_one(steps, tok, prime)
     else:

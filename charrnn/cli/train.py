@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn import __version__, checkpoint, corpus, data, distributed, tokens
+from charrnn import sample as sampling
 from charrnn import tokenizer as tokenizers
 from charrnn.cli.common import (
     Device,
@@ -249,12 +250,15 @@ def train(
         else:
             text = corpus.read(sources or [], glob, encoding_errors)
             setup = new_run(sources or [], text, tokens_given, given, dev, run_dir, world)
-        model, tok, train_cfg, train_ids, val_ids, out, saved = setup
+        model, tok, train_cfg, train_ids, val_ids, out, saved, documents = setup
+        preview = sampling.sample_config(tok, documents, length=200, temperature=0.8)
         if train_cfg.deterministic:
             set_deterministic()
         stop = StopFlag()
         with stop.installed(), collectives_failing(world, out):
-            reports = fit(model, tok, train_ids, val_ids, train_cfg, dev, out, saved, stop, world)
+            reports = fit(
+                model, tok, train_ids, val_ids, train_cfg, dev, out, saved, stop, world, preview
+            )
             last = render_training(reports, train_cfg) if world.is_main else last_of(reports)
     if last is not None and last.kind == "diverged":
         raise typer.Exit(1)
@@ -373,7 +377,7 @@ def new_run(sources, text, tokens_given, given, dev, run_dir, world: World = SIN
     }  # fmt: skip
     if world.is_main:
         checkpoint.create_run(out, config, tok)
-    return model, tok, train_cfg, train_ids, val_ids, out, None
+    return model, tok, train_cfg, train_ids, val_ids, out, None, documents
 
 
 def resume_run(run: Path, sources, glob, encoding_errors, given, dev, world: World = SINGLE):
@@ -434,7 +438,7 @@ def resume_run(run: Path, sources, glob, encoding_errors, given, dev, world: Wor
         describe(model.config, train_cfg, dev, world).replace("(defaults", "(resumed; defaults")
     )
     err.print(f"resuming {run} at step {saved['progress']['step']}" + (f"; {note}" if note else ""))
-    return model, tok, train_cfg, train_ids, val_ids, run, saved
+    return model, tok, train_cfg, train_ids, val_ids, run, saved, stored_tokens["documents"]
 
 
 def render_training(reports, train_cfg: TrainConfig):
