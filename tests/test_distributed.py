@@ -225,7 +225,9 @@ def start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     corpus.write_text(TEXT * 3, encoding="utf-8")
     proc = charrnn(2, log, "train", corpus, *ARGS, "--batch-size", 2, "--steps", 100_000,
                    "--run-dir", run)  # fmt: skip
-    wait_for(lambda: len(checkpoint.read_metrics(run)) >= 1 or proc.poll() is not None)
+    # the first evaluation is over when last/ is saved (its metrics line comes earlier:
+    # a rank killed between the two would leave no last/, rightly, and fail the test)
+    wait_for(lambda: checkpoint.last_dir(run) is not None or proc.poll() is not None)
     assert proc.poll() is None, log.read_text()[-3000:]
     return proc, run, log
 
