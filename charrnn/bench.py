@@ -122,10 +122,7 @@ def sync(device: torch.device) -> None:
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """FLOP/s of the fastest of a few timed n x n matmuls, and how it was measured.
-
-    The benchmarks time it before and after their runs and keep the faster: a peak read
-    while the machine was briefly busy would flatter the MFU (a CPU run once read 116%)."""
+    """FLOP/s of the fastest of a few timed n x n matmuls, and how it was measured."""
     n, repeats = (8192, 10) if device.type == "cuda" else (1024, 3)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
@@ -211,7 +208,8 @@ def measure(tokens: int, seconds: float, steps: int, memory, loss=None) -> Measu
 
 def peak_around(device: torch.device, dtype: torch.dtype, run) -> tuple[float, str, object]:
     """(matmul peak, how, what run() returned): the faster of a peak timed before run()
-    and one timed after it."""
+    and one timed after it. One timing alone can catch the machine briefly busy and read
+    low, which flatters the MFU (a CPU run once read 116% so)."""
     before, how = matmul_peak(device, dtype)
     out = run()
     after, _ = matmul_peak(device, dtype)
