@@ -2,10 +2,12 @@
 gate saturation, clamping, the terminal view, and the HTML page (in headless Chromium
 when it is installed)."""
 
+import base64
 import json
 import re
 import shutil
 import subprocess
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -290,6 +292,14 @@ def test_html_page_is_self_contained(run_dir, tmp_path):
     assert data["ranking"]["rows"] and data["gates"]
 
 
+def test_page_html_is_package_data_filled_in_one_pass():
+    template = resources.files("charrnn.neurons").joinpath("page.html").read_text("utf-8")
+    assert template.count("__DATA__") == 1 and template.count("__TITLE__") == 2
+    page = neurons.html_page({"x": "__TITLE__ </script>"}, "__DATA__ <b>")
+    assert page.count("<title>__DATA__ &lt;b&gt;</title>") == 1  # a title, never the data
+    assert page_json(page) == {"x": "__TITLE__ </script>"}
+
+
 def find_chromium():
     return next(
         (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
@@ -297,20 +307,83 @@ def find_chromium():
     )
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
-def test_html_page_switches_neuron_in_a_real_browser_and_fetches_nothing(run_dir, tmp_path):
-    page = tmp_path / "neurons.html"
-    inspect(run_dir, "--text", SHOWN, "--html", str(page), "--top", "3")
+def dump_dom(page, profile, fragment=""):
+    """The page's DOM after its scripts ran, from headless Chromium."""
     result = subprocess.run(
         [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri() + "#selftest"],
+         f"--user-data-dir={profile}", "--dump-dom", page.as_uri() + fragment],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    body = re.search(r"<body[^>]*>", result.stdout)
-    assert body, result.stderr[-2000:]
+    assert re.search(r"<body[^>]*>", result.stdout), result.stderr[-2000:]
+    return result.stdout
+
+
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
+
+
+@needs_chromium
+def test_html_page_switches_neuron_in_a_real_browser_and_fetches_nothing(run_dir, tmp_path):
+    page = tmp_path / "neurons.html"
+    inspect(run_dir, "--text", SHOWN, "--html", str(page), "--top", "3")
+    body = re.search(r"<body[^>]*>", dump_dom(page, tmp_path / "profile", "#selftest"))
     assert 'data-selftest="pass"' in body[0], body[0]
     assert "changed=true guesses=5 fetched=0" in body[0]
+
+
+def page_json(html):
+    return json.loads(re.search(r'id="data">(.*?)</script>', html, re.S)[1])
+
+
+def shown_values(data, neuron):
+    """The stored int8 values [T] of one neuron of the page's initial state and layer."""
+    state, layer = data["initial"]["state"], data["initial"]["layer"]
+    raw = base64.b64decode(data["states"][state]["layers"][layer])
+    values = np.frombuffer(raw, np.int8).reshape(len(data["chars"]), data["hidden"])  # [T, H]
+    return values[:, neuron].astype(int)
+
+
+def backgrounds(dom, where):
+    """The background colours of the text's characters ("text") or of the legend's swatches
+    ("legend"), in order."""
+    if where == "legend":
+        dom = re.search(r'id="legend">[^<]*((?:<span[^>]*>[^<]*</span>)*)', dom)[1]
+    else:
+        dom = "".join(re.findall(r'<span[^>]*data-t="\d+"[^>]*>', dom))
+    return re.findall(r'style="background-color: (rgb\([^)]*\));', dom)
+
+
+def rgb(colour):
+    return "rgb({}, {}, {})".format(*colour)
+
+
+@needs_chromium
+def test_html_page_colours_are_the_terminal_colours(run_dir, tmp_path):
+    page = tmp_path / "neurons.html"
+    inspect(run_dir, "--text", SHOWN, "--html", str(page), "--top", "3")
+    data = page_json(page.read_text(encoding="utf-8"))
+    dom = dump_dom(page, tmp_path / "profile")
+    q = shown_values(data, data["initial"]["neuron"])
+    assert backgrounds(dom, "text") == [rgb(neurons.colour(v / 127)) for v in q]
+    assert len(set(backgrounds(dom, "text"))) > 3  # a neuron that varies, not one colour
+    assert backgrounds(dom, "legend") == [rgb(neurons.colour(v)) for v in (-1, 0, 1)]
+
+
+@needs_chromium
+def test_html_page_takes_its_colour_scale_from_its_data(run_dir, tmp_path):
+    page = tmp_path / "neurons.html"
+    inspect(run_dir, "--text", SHOWN, "--html", str(page), "--top", "3")
+    data = page_json(page.read_text(encoding="utf-8"))
+    grey = [f"#{k:02x}{k:02x}{k:02x}" for k in range(255)]  # q -> grey q + 127
+    data["colours"] = {"activation": grey, "guess": "#010203"}
+    page.write_text(neurons.html_page(data, "grey"), encoding="utf-8")
+    dom = dump_dom(page, tmp_path / "profile", "#selftest")  # shows neuron + 1, hovers t = 0
+    assert 'data-selftest="pass"' in dom
+    q = shown_values(data, (data["initial"]["neuron"] + 1) % data["hidden"])
+    assert backgrounds(dom, "text") == [rgb((v + 127,) * 3) for v in q]
+    assert backgrounds(dom, "legend") == [rgb((k,) * 3) for k in (0, 127, 254)]
+    bars = re.findall(r'class="bar" style="[^"]*background-color: ([^;"]*)', dom)
+    assert bars == ["rgb(1, 2, 3)"] * 5
 
 
 def test_sample_clamp_changes_the_text(run_dir):
