@@ -409,6 +409,7 @@ def test_sample_clamp_changes_the_text(run_dir):
         (["inspect-neurons", "RUN", "--text", "All", "--neuron", "16"], "0..15"),
         (["inspect-neurons", "RUN", "--text", "All", "--layer", "2"], "--layer 2"),
         (["inspect-neurons", "RUN", "--text", "All", "--find", "[z"], "nor a regex"),
+        (["inspect-neurons", "RUN", "--text", "All", "--on-unknown", "x"], "error | skip | unk"),
         (["inspect-neurons", "RUN", "--text", "All", "--find", "inside quotes"], "same on every"),
         (["inspect-neurons", "RUN", "--text", "All", "--file", "RUN"], "not both"),
         (["inspect-neurons", "RUN", "--file", "missing.txt"], "cannot read"),
@@ -422,6 +423,75 @@ def test_bad_input_is_one_clear_line(args, needle, run_dir):
     assert needle in result.stderr and "Traceback" not in result.output, result.stderr
     if "Usage" not in result.stderr:
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+UNSEEN = "xü: fé(a)\nAll"  # ü and é are not in the corpus
+
+
+def test_unknown_characters_are_refused_naming_on_unknown_skip(run_dir):
+    result = runner.invoke(app, ["inspect-neurons", str(run_dir), "--text", UNSEEN])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        "charrnn: error: the text has characters the model has never seen: 'é' 'ü' "
+        "(--on-unknown skip drops them)\n"
+    )
+    result = runner.invoke(
+        app, ["inspect-neurons", str(run_dir), "--text", UNSEEN, "--on-unknown", "unk"]
+    )
+    assert result.exit_code == 2
+    assert (
+        result.stderr == "charrnn: error: --on-unknown unk: a char model has no <unk>; use skip\n"
+    )
+
+
+def test_on_unknown_skip_inspects_the_text_without_them(run_dir):
+    args = ["inspect-neurons", str(run_dir), "--text", UNSEEN * 2, "--on-unknown", "skip"]
+    result = runner.invoke(app, [*args, "--top", "0"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "note: skipped 4 characters the model has never seen: 'é' 'ü'\n"
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith(f"over {len(UNSEEN) * 2 - 4} characters")
+    assert "x: f(a)⏎" in lines and "Allx: f(a)⏎" in lines and "All" in lines
+    assert "é" not in result.stdout and "ü" not in result.stdout
+    result = runner.invoke(
+        app, ["inspect-neurons", str(run_dir), "--text", "éü", "--on-unknown", "skip"]
+    )
+    assert result.exit_code == 2 and "only characters the model has never seen" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def word_run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("neurons_words")
+    (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    args = ["train", str(root / "corpus.txt"), "--tokenizer", "word", "--steps", "2",
+            "--eval-every", "2", "--hidden", "8", "--embedding", "4", "--batch-size", "2",
+            "--seq-len", "8", "--run-dir", str(root / "run")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+WORDS = "All speak, zyzzyva Citizen: xyst zyzzyva."  # zyzzyva and xyst are not in TEXT
+
+
+NOTES = {  # what stderr says, and the start of the view's first line
+    "skip": ("skipped 3 words the model has never seen", "All speak,  Citizen:  ."),
+    "unk": ("read 3 words the model has never seen as <unk>", "All speak, <unk> Citizen: <unk>"),
+}
+
+
+@pytest.mark.parametrize("on_unknown", ["skip", "unk"])
+def test_word_models_skip_or_read_unknown_words_as_unk(word_run_dir, on_unknown):
+    args = ["inspect-neurons", str(word_run_dir), "--text", WORDS, "--top", "0"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "'xyst' 'zyzzyva' (--on-unknown skip drops" in refused.stderr
+    assert "unk maps them to <unk>" in refused.stderr
+    result = runner.invoke(app, [*args, "--on-unknown", on_unknown])
+    assert result.exit_code == 0, result.output
+    note, shown = NOTES[on_unknown]
+    assert result.stderr == f"note: {note}: 'xyst' 'zyzzyva'\n"
+    assert result.stdout.splitlines()[2].startswith(shown)
+    assert "zyzzyva" not in result.stdout and "xyst" not in result.stdout
 
 
 def test_without_text_the_model_samples_its_own(run_dir):

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from charrnn import checkpoint, corpus, neurons
 from charrnn import sample as sampling
+from charrnn import tokenizer as tokenizers
 from charrnn.cli.common import (
     Device,
     Run,
@@ -62,6 +63,9 @@ def inspect_neurons(
         Optional[Path], typer.Option(help="Also write a self-contained HTML page here.")
     ] = None,
     max_chars: Annotated[int, typer.Option(help="Trace at most this many characters.")] = 2000,
+    on_unknown: Annotated[
+        str, typer.Option(help="Symbols the model never saw: error | skip | unk (word models).")
+    ] = "error",
     color: ViewColor = "auto",
     seed: Annotated[
         int, typer.Option(help="Seed of the sample inspected when no --text/--file is given.")
@@ -80,8 +84,8 @@ def inspect_neurons(
     with user_errors():
         model, tok, _ = checkpoint.load_best(run, dev)
         name = neurons.state_name(model.config.cell, default_state(model, state, gate), gate)
-        source = inspection_text(model, tok, text, file, max_chars, seed, dev)
-        tr = neurons.trace_text(model, tok, source)
+        source = inspection_text(model, tok, text, file, max_chars, on_unknown, seed, dev)
+        tr = neurons.trace_text(model, tok, source, on_unknown)
         acts = neurons.activation(tr, name)  # [L, T, H]
         ranked, ranking, target = rank_neurons(tr, acts, find, top, layer)
         shown = shown_neuron(model.config, ranked, layer, neuron)
@@ -104,8 +108,9 @@ def default_state(model, state: str | None, gate: str | None) -> str:
     return state
 
 
-def inspection_text(model, tok, text, file, max_chars: int, seed: int, dev) -> str:
-    """--text, --file, or else a sample from the model; checked and cut to --max-chars."""
+def inspection_text(model, tok, text, file, max_chars: int, on_unknown: str, seed: int, dev):
+    """--text, --file, or else a sample from the model; cut to --max-chars and checked for
+    symbols the model never saw (see check_unknown)."""
     if file is not None:
         try:
             data = file.read_bytes()
@@ -126,12 +131,43 @@ def inspection_text(model, tok, text, file, max_chars: int, seed: int, dev) -> s
     if len(text) > max_chars:
         err.print(f"note: inspecting the first {max_chars:,} of {len(text):,} characters")
         text = text[:max_chars]
-    unknown = tok.unknown(text)
-    if unknown:
-        shown = " ".join(repr(c) for c in unknown[:20])
-        what = "words" if tok.kind == "word" else "characters"
-        raise UsageError(f"the text has {what} the model has never seen: {shown}")
+    check_unknown(tok, text, on_unknown)
     return text
+
+
+def check_unknown(tok, text: str, on_unknown: str) -> None:
+    """Refuse symbols the model never saw (error), or say how many are left out (skip) or
+    read as <unk> (unk); the tokenizer does the leaving out when the text is traced."""
+    if on_unknown not in tokenizers.ON_UNKNOWN:
+        raise UsageError(f"--on-unknown {on_unknown}: choose error | skip | unk")
+    if on_unknown == "unk" and tok.unk_id is None:
+        raise UsageError(f"--on-unknown unk: a {tok.kind} model has no <unk>; use skip")
+    unknown = tok.unknown(text)
+    if not unknown:
+        return
+    what = "words" if tok.kind == "word" else "characters"
+    shown = " ".join(repr(c) for c in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+    if on_unknown == "error":
+        raise UsageError(
+            f"the text has {what} the model has never seen: {shown} (--on-unknown skip drops "
+            "them" + (", unk maps them to <unk>)" if tok.unk_id is not None else ")")
+        )
+    if len(tok.encode(text, on_unknown)) == 0:
+        raise UsageError(f"the text has only {what} the model has never seen: {shown}")
+    count, unseen = unknown_count(tok, text), f"{what} the model has never seen"
+    message = (
+        f"note: skipped {count:,} {unseen}: {shown}"
+        if on_unknown == "skip"
+        else f"note: read {count:,} {unseen} as <unk>: {shown}"
+    )
+    err.print(message, markup=False, emoji=False)  # the symbols are the user's, not markup
+
+
+def unknown_count(tok, text: str) -> int:
+    """How many symbols of `text` are unknown, each occurrence counted."""
+    if tok.unk_id is not None:  # a word model: what <unk> would stand for, skip leaves out
+        return len(tok.encode(text, "unk")) - len(tok.encode(text, "skip"))
+    return sum(text.count(c) for c in tok.unknown(text))  # char, bpe: single code points
 
 
 def rank_neurons(tr, acts, find: str | None, top: int, layer: int | None):

@@ -135,10 +135,11 @@ def trace(model: RNNLanguageModel, ids: Sequence[int], state: State | None = Non
     )
 
 
-def trace_text(model: RNNLanguageModel, tokenizer, text: str) -> Trace:
+def trace_text(model: RNNLanguageModel, tokenizer, text: str, on_unknown: str = "error") -> Trace:
     """Trace `text` as the model reads it in training and sampling: after <eos>, from a
-    zero state. The <eos> step itself is dropped, so step t is the text's token t."""
-    ids = tokenizer.encode(text).tolist()
+    zero state. The <eos> step itself is dropped, so step t is the text's token t.
+    `on_unknown` (error | skip | unk) is the tokenizer's: skipped symbols are no step."""
+    ids = tokenizer.encode(text, on_unknown).tolist()
     tr = trace(model, [tokenizer.eos_id, *ids])
     return replace(
         tr,
