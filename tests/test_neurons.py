@@ -457,6 +457,8 @@ def test_on_unknown_skip_inspects_the_text_without_them(run_dir):
         app, ["inspect-neurons", str(run_dir), "--text", "éü", "--on-unknown", "skip"]
     )
     assert result.exit_code == 2 and "only characters the model has never seen" in result.stderr
+    result = runner.invoke(app, [*args[:3], "All é", "--on-unknown", "skip", "--top", "0"])
+    assert result.stderr == "note: skipped 1 character the model has never seen: 'é'\n"
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,8 @@ def check_unknown(tok, text: str, on_unknown: str) -> None:
         )
     if len(tok.encode(text, on_unknown)) == 0:
         raise UsageError(f"the text has only {what} the model has never seen: {shown}")
-    count, unseen = unknown_count(tok, text), f"{what} the model has never seen"
+    count = unknown_count(tok, text)
+    unseen = f"{what if count > 1 else what[:-1]} the model has never seen"  # 1 word
     message = (
         f"note: skipped {count:,} {unseen}: {shown}"
         if on_unknown == "skip"
