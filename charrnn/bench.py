@@ -28,51 +28,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charrnn import corpus, tokens
 from charrnn.data import Streams
-from charrnn.model import CELLS, ModelConfig, RNNLanguageModel
+from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.sample import SampleConfig, generate_ids
-from charrnn.train import PRECISIONS, TrainConfig, Trainer
+from charrnn.settings import at_least, not_negative, option
+from charrnn.tokenizer import TokenizerConfig
+from charrnn.train import TrainConfig
+from charrnn.trainer import PRECISIONS, Job, Trainer
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per recurrent layer
+REFERENCE = {"gru": nn.GRU, "rnn": nn.RNN}  # the plain loop's module; others nn.LSTM
 TRAIN_FLOPS_FACTOR = 3  # forward + backward (about twice the forward's matmuls)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    cell: str = "lstm"  # lstm | gru | rnn
-    layers: int = 2  # L
-    hidden: int = 256  # H
-    embedding: int = 64  # E
-    vocab_size: int = 96  # V of random token ids (a corpus brings its own)
+    """What one measure runs: a model, its batch and window, and how many steps."""
+
+    model: ModelConfig  # its vocab_size: of the random token ids, or of the corpus
     batch_size: int = 32  # B: streams trained, or samples made, together
     seq_len: int = 128  # T: tokens per training window (training only)
     steps: int = 20  # timed steps: optimizer steps, or tokens per sample
-    warmup: int = 3  # untimed steps first
+    untimed_steps: int = 3  # run first, not timed
     precision: str = "fp32"  # fp32 | fp16 | bf16 (CUDA only), for training
 
-    def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        for name in ("layers", "hidden", "embedding", "vocab_size", "batch_size", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.steps < 1 or self.warmup < 0:
-            raise ValueError(f"need steps >= 1 and warmup >= 0, not {self.steps}, {self.warmup}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
 
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(self.vocab_size, self.cell, self.layers, self.hidden, self.embedding)
+STEPS = option("steps", int, 20, "Timed steps: optimizer steps, or tokens per sample.",
+               check=at_least(1))  # fmt: skip
+UNTIMED_STEPS = option("untimed_steps", int, 3, "Steps run first, not timed.",
+                       check=not_negative)  # fmt: skip
+VOCAB_SIZE = option("vocab_size", int, 96, "Vocabulary of the random token ids.",
+                    check=at_least(1))  # fmt: skip
 
 
 def forward_flops_per_token(config: ModelConfig) -> int:
-    """Matmul FLOPs of one token's forward pass: 2 * G*H * (I + H) per layer (G weight
-    blocks: lstm 4, gru 3, rnn 1; I = E for the first layer, H above it), plus 2 * H * V
-    for the decoder. The embedding lookup, gate nonlinearities and softmax are not
-    counted (a few per cent at these sizes)."""
-    G, E, H, V = GATES[config.cell], config.embedding, config.hidden, config.vocab_size
-    layers = sum(2 * G * H * ((E if i == 0 else H) + H) for i in range(config.layers))
-    return layers + 2 * H * V
+    """Matmul FLOPs of one token's forward pass: each layer's own count (its cell's
+    flops_per_token: 2 * G*H * (I + H) for lstm, gru and rnn, G = 4, 3, 1 weight blocks;
+    I = E for the first layer, H above it), plus 2 * H * V for the decoder. The embedding
+    lookup, gate nonlinearities and softmax are not counted (a few per cent here)."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = RNNLanguageModel(config)
+    cells = sum(layer.flops_per_token() for layer in model.layers)
+    return cells + 2 * config.hidden * config.vocab_size
 
 
 @dataclass
@@ -223,18 +220,18 @@ def ours_train(config: BenchConfig, ids: np.ndarray, device: torch.device) -> Me
     """charrnn's own training step: Trainer.step, as fit() runs it, the loss read back
     only at the end (fit reads it every LOG_EVERY steps)."""
     torch.manual_seed(0)
-    model = RNNLanguageModel(config.model_config()).to(device).train()
+    model = RNNLanguageModel(config.model).to(device).train()
     train = TrainConfig(  # a constant learning rate, as the reference's
         seq_len=config.seq_len, batch_size=config.batch_size, steps=config.steps,
         warmup_steps=0, min_lr_frac=1.0, precision=config.precision,
     )  # fmt: skip
-    trainer = Trainer(model, _Chars(), ids, ids[:2], train, device, Path("unused"))
+    trainer = Trainer(Job(model, _Chars(), ids, ids[:2], train, device, Path("unused")))
 
     def step():
         trainer.since_eval.add(*trainer.step())
 
     seconds, memory, (nats, tokens) = time_steps(
-        step, config.warmup, config.steps, device, trainer.since_eval.take
+        step, config.untimed_steps, config.steps, device, trainer.since_eval.take
     )
     n = config.steps * config.batch_size * config.seq_len
     return measure(n, seconds, config.steps, memory, nats / max(tokens, 1))
@@ -246,7 +243,7 @@ class ReferenceLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.embed = nn.Embedding(config.vocab_size, config.embedding)
-        rnn = CELLS[config.cell]
+        rnn = REFERENCE.get(config.cell, nn.LSTM)  # a variant cell's reference: nn.LSTM
         self.rnn = rnn(config.embedding, config.hidden, config.layers, batch_first=True)
         self.decoder = nn.Linear(config.hidden, config.vocab_size)
 
@@ -259,7 +256,7 @@ def reference_train(config: BenchConfig, ids: np.ndarray, device: torch.device) 
     """The plain loop: fp32, PyTorch's default AdamW, windows copied from the host each
     step, gradient clipping, and loss.item() every step."""
     torch.manual_seed(0)
-    model = ReferenceLM(config.model_config()).to(device).train()
+    model = ReferenceLM(config.model).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=TrainConfig.lr, betas=(0.9, 0.99))
     streams = Streams.of(ids, config.batch_size)
     windows = streams.num_windows(config.seq_len)
@@ -282,9 +279,9 @@ def reference_train(config: BenchConfig, ids: np.ndarray, device: torch.device) 
         optimizer.step()
         at["losses"].append(loss.item())
 
-    seconds, memory, _ = time_steps(step, config.warmup, config.steps, device)
+    seconds, memory, _ = time_steps(step, config.untimed_steps, config.steps, device)
     n = config.steps * config.batch_size * config.seq_len
-    loss = float(np.mean(at["losses"][config.warmup :]))
+    loss = float(np.mean(at["losses"][config.untimed_steps :]))
     return measure(n, seconds, config.steps, memory, loss)
 
 
@@ -295,15 +292,16 @@ def bench_train(config: BenchConfig, device, ids: np.ndarray | None = None, data
     device = torch.device(device)
     need = config.batch_size * (config.seq_len + 1) + 2
     if ids is None:
-        ids = random_ids(config.vocab_size, max(need, config.batch_size * config.seq_len * 8))
-        data = f"random token ids (V {config.vocab_size}, seed 0)"
+        V = config.model.vocab_size
+        ids = random_ids(V, max(need, config.batch_size * config.seq_len * 8))
+        data = f"random token ids (V {V}, seed 0)"
     if len(ids) < need:
         raise ValueError(
             f"{data} has {len(ids):,} tokens; --batch-size {config.batch_size} "
             f"--seq-len {config.seq_len} needs at least {need:,}"
         )
-    assert int(ids.max()) < config.vocab_size, "config.vocab_size must cover the ids"
-    flops = TRAIN_FLOPS_FACTOR * forward_flops_per_token(config.model_config())
+    assert int(ids.max()) < config.model.vocab_size, "the model's vocab_size must cover the ids"
+    flops = TRAIN_FLOPS_FACTOR * forward_flops_per_token(config.model)
     dtype = PRECISIONS[config.precision] or torch.float32
 
     def both():
@@ -320,15 +318,15 @@ def ours_sample(config: BenchConfig, device: torch.device) -> Measure:
     """charrnn's sampler: generate_ids (B samples at once, on the device, a CUDA graph
     on CUDA), temperature 1, no <eos> stop."""
     torch.manual_seed(0)
-    model = RNNLanguageModel(config.model_config()).to(device).eval()
+    model = RNNLanguageModel(config.model).to(device).eval()
     generator = torch.Generator(device).manual_seed(0)
 
     def run(length: int):
         sample = SampleConfig(length, num_samples=config.batch_size, stop_at_eos=False)
         return generate_ids(model, [0], sample, 0, generator)
 
-    if config.warmup:
-        run(config.warmup)
+    if config.untimed_steps:
+        run(config.untimed_steps)
     sync(device)
     with PeakMemory(device) as memory:
         t0 = time.perf_counter()
@@ -342,7 +340,7 @@ def reference_sample(config: BenchConfig, device: torch.device) -> Measure:
     """The plain loop: the whole model called on one token at a time, softmax,
     torch.multinomial, and the tokens read back to the host at every step."""
     torch.manual_seed(0)
-    model = ReferenceLM(config.model_config()).to(device).eval()
+    model = ReferenceLM(config.model).to(device).eval()
     generator = torch.Generator(device).manual_seed(0)
     at = {"x": torch.zeros(config.batch_size, 1, dtype=torch.long, device=device)}
     at["state"], at["tokens"] = None, []
@@ -353,14 +351,14 @@ def reference_sample(config: BenchConfig, device: torch.device) -> Measure:
         at["x"] = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
         at["tokens"].append(at["x"].flatten().tolist())
 
-    seconds, memory, _ = time_steps(step, config.warmup, config.steps, device)
+    seconds, memory, _ = time_steps(step, config.untimed_steps, config.steps, device)
     return measure(config.steps * config.batch_size, seconds, config.steps, memory)
 
 
 def bench_sample(config: BenchConfig, device):
     """Time charrnn's sampler and the plain reference loop, both fp32, random weights."""
     device = torch.device(device)
-    flops = forward_flops_per_token(config.model_config())
+    flops = forward_flops_per_token(config.model)
 
     def both():
         return ours_sample(config, device), reference_sample(config, device)
@@ -396,3 +394,10 @@ def result(kind, config, data, device, flops, peak, peak_how, ours, ref) -> Benc
         versions(), date.today().isoformat(), flops, peak, peak_how, PeakMemory.how(device),
         ours, ref,
     )  # fmt: skip
+
+
+def corpus_ids(path: str) -> tuple[np.ndarray, int]:
+    """(char token ids, vocabulary size) of a text file, for timing on real text."""
+    text = corpus.read([path])
+    tok, ids, _ = tokens.encode(text, TokenizerConfig("char"), "none")
+    return ids, tok.vocab_size

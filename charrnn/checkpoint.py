@@ -27,9 +27,10 @@ import safetensors.torch
 import torch
 
 from charrnn import tokenizer as tokenizers
+from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, RNNLanguageModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # of config.json; run.py reads older ones (run.migrate)
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 LAST = "last"
@@ -38,7 +39,7 @@ METRICS = "metrics.jsonl"
 _LAST_TMP, _LAST_OLD = ".last.tmp", ".last.old"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CharrnnError):
     """A run directory or one of its files is missing, damaged or inconsistent."""
 
 
@@ -199,7 +200,8 @@ def last_dir(run_dir: Path) -> Path | None:
 
 
 def read_config(run_dir: Path) -> dict:
-    """config.json of a run directory, checked; CheckpointError if it is not a run directory."""
+    """config.json of a run directory as JSON; CheckpointError if it is not a run directory.
+    (run.read_config checks its content and reads older format versions.)"""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG
     if not run_dir.is_dir():
@@ -210,54 +212,39 @@ def read_config(run_dir: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    version = config.get("format_version") if isinstance(config, dict) else None
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format_version {version!r}, this charrnn reads {FORMAT_VERSION}"
-        )
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: not a charrnn config (a JSON object is expected)")
     return config
 
 
-def model_config(run_dir: Path, config: dict) -> ModelConfig:
-    try:
-        return ModelConfig(**config["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{Path(run_dir) / CONFIG}: bad model config ({e})") from None
-
-
-def load_tokenizer(run_dir: Path, config: dict):
+def load_tokenizer(run_dir: Path, vocab_size: int):
     """The run's tokenizer, checked against the vocabulary size the model was built for."""
     try:
         tok = tokenizers.load(run_dir)
     except ValueError as e:
         raise CheckpointError(str(e)) from None
-    vocab = config["model"]["vocab_size"]
-    if tok.vocab_size != vocab:
+    if tok.vocab_size != vocab_size:
         raise CheckpointError(
             f"{Path(run_dir) / tokenizers.TOKENIZER_FILE}: {tok.vocab_size} tokens, "
-            f"but the model in {CONFIG} has vocab_size {vocab}"
+            f"but the model in {CONFIG} has vocab_size {vocab_size}"
         )
     return tok
 
 
-def load_best(run_dir: Path, device: str | torch.device = "cpu"):
-    """(model, tokenizer, config) of the best model of a run, ready to sample."""
-    config = read_config(run_dir)
-    tok = load_tokenizer(run_dir, config)
+def load_best(run_dir: Path, config: ModelConfig, device: str | torch.device = "cpu"):
+    """The best model of a run (model.safetensors), ready to sample."""
     path = Path(run_dir) / WEIGHTS
     if not path.exists():
         raise CheckpointError(f"{run_dir}: no {WEIGHTS} yet (the run has not evaluated once)")
-    model = load_weights(path, model_config(run_dir, config), device)
-    return model, tok, config
+    return load_weights(path, config, device)
 
 
-def load_last(run_dir: Path, device: str | torch.device = "cpu"):
+def load_last(run_dir: Path, config: ModelConfig, device: str | torch.device = "cpu"):
     """(model, trainer_state) of the last checkpoint, for resuming."""
-    config = read_config(run_dir)
     path = last_dir(run_dir)
     if path is None:
         raise CheckpointError(f"{run_dir}: no complete {LAST}/ checkpoint to resume from")
-    model = load_weights(path / WEIGHTS, model_config(run_dir, config), device)
+    model = load_weights(path / WEIGHTS, config, device)
     try:
         state = torch.load(path / TRAINER_STATE, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle safely is the file's fault

@@ -22,6 +22,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from charrnn import settings
+from charrnn.errors import CharrnnError
+from charrnn.settings import setting
+
 # Folders of the standard library that are not the library itself: its test suites
 # (large, and full of deliberately odd encodings) and third-party installs.
 _STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -37,8 +41,29 @@ CHUNK_BYTES = 1 << 22  # read 4 MB at a time
 DOCUMENTS = ("none", "lines", "paragraphs", "files")
 
 
-class CorpusError(ValueError):
-    """Bad input the user can fix: the message says what, where, and what to do."""
+class CorpusError(CharrnnError):
+    """A corpus that cannot be read as text: the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """How a corpus is read: which files of a folder, what to do with bad UTF-8, and what a
+    document is (`<eos>` follows each one, so that a model learns where they end)."""
+
+    glob: str = setting("*", "Which files to read from folders.")
+    encoding_errors: str = setting(
+        "strict", "Invalid UTF-8: stop (strict) or read it as U+FFFD (replace).",
+        choices=("strict", "replace"),
+    )  # fmt: skip
+    documents: str = setting(
+        "none", "What a document is: <eos> follows each one.", choices=DOCUMENTS
+    )
+
+    def __post_init__(self):
+        settings.validate(self)
+
+    def to_dict(self) -> dict:
+        return settings.to_json(self)
 
 
 @dataclass(frozen=True)
@@ -83,34 +108,41 @@ class Corpus:
         return "".join(self.chunks())
 
     def documents(self, mode: str) -> Iterator[str | None]:
-        """The text as pieces, with None at the end of each document.
+        """The text as pieces, with None at the end of each document (split_documents);
+        files: each file is a document."""
+        if mode != "files":
+            yield from split_documents(self.chunks(), mode)
+            return
+        for f in self.files:
+            yield from self.chunks([f])
+            yield None
 
-        none: one document, no boundaries. lines: each non-blank line (its newline
-        becomes the boundary). paragraphs: runs of lines between blank lines. files:
-        each file.
-        """
-        if mode == "none":
-            yield from self.chunks()
-        elif mode == "files":
-            for f in self.files:
-                yield from self.chunks([f])
+
+def split_documents(chunks: Iterable[str], mode: str) -> Iterator[str | None]:
+    """Text chunks (each ending at a newline) as pieces, with None at the end of each
+    document. none: one document, no boundaries. lines: each non-blank line (its newline
+    becomes the boundary). paragraphs: runs of lines between blank lines. files (of a
+    text in memory): all of it, then one boundary."""
+    if mode in ("none", "files"):
+        yield from chunks
+        if mode == "files":
+            yield None
+    elif mode == "lines":
+        for line in _lines(chunks):
+            if line.strip():
+                yield line
                 yield None
-        elif mode == "lines":
-            for line in _lines(self.chunks()):
-                if line.strip():
-                    yield line
-                    yield None
-        elif mode == "paragraphs":
-            paragraph: list[str] = []
-            for line in [*_lines(self.chunks()), ""]:
-                if line.strip():
-                    paragraph.append(line)
-                elif paragraph:
-                    yield "\n".join(paragraph)
-                    yield None
-                    paragraph = []
-        else:
-            raise ValueError(f"unknown --documents {mode!r}; choose {' | '.join(DOCUMENTS)}")
+    elif mode == "paragraphs":
+        paragraph: list[str] = []
+        for line in [*_lines(chunks), ""]:
+            if line.strip():
+                paragraph.append(line)
+            elif paragraph:
+                yield "\n".join(paragraph)
+                yield None
+                paragraph = []
+    else:
+        raise AssertionError(f"unknown --documents {mode!r}")  # CorpusConfig checks it
 
 
 def _lines(chunks: Iterable[str]) -> Iterator[str]:

@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from charrnn.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class World:
@@ -89,18 +91,24 @@ def from_env() -> World:
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError as e:
-        raise ValueError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({e})") from None
+        raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({e})") from None
     if size < 1 or not 0 <= rank < size:
-        raise ValueError(f"RANK {rank} and WORLD_SIZE {size} do not describe a rank")
+        raise ConfigError(f"RANK {rank} and WORLD_SIZE {size} do not describe a rank")
     return World(rank=rank, size=size, local_rank=local_rank)
 
 
-def rank_device(world: World, device: torch.device) -> torch.device:
-    """On several ranks, CUDA means this rank's own GPU: cuda:LOCAL_RANK."""
+def rank_device(world: World, device: torch.device, asked: str = "auto") -> torch.device:
+    """On several ranks, CUDA means this rank's own GPU: cuda:LOCAL_RANK (`asked`: what
+    --device said; a GPU of its own choosing is refused)."""
     if world.size == 1 or device.type != "cuda":
         return device
+    if asked not in ("auto", "cuda"):
+        raise ConfigError(
+            f"--device {asked}: under torchrun each rank uses the GPU of its LOCAL_RANK; "
+            "give --device cuda or auto"
+        )
     if world.local_rank >= torch.cuda.device_count():
-        raise ValueError(
+        raise ConfigError(
             f"LOCAL_RANK {world.local_rank} has no GPU: this node has "
             f"{torch.cuda.device_count()}; start at most that many processes per node"
         )

@@ -1,67 +1,74 @@
-"""ModelConfig + RNNLanguageModel: embedding -> stacked LSTM/GRU/RNN -> dropout -> decoder.
+"""ModelConfig + RNNLanguageModel: embedding -> stacked recurrent cells -> dropout -> decoder.
 
-The model knows nothing of files, tokenizers or training loops. Its one interface:
+The model knows nothing of files, tokenizers or training loops. Its two interfaces:
 
-    forward(ids [B, T], state=None) -> (logits [B, T, V], state)
+    forward(ids [B, T], state=None) -> (logits [B, T, V], state)      a window (training)
+    step(ids [B], state, observe=None, clamp=None) -> (logits [B, V], state)   one token
 
-with the recurrent state explicit: `(h,)` for rnn and gru, `(h, c)` for lstm, each
-[L, B, H]. Each layer is its own single-layer torch module (cuDNN-backed on CUDA) so that
-every layer's states, not only the top one's, can be read and set from outside.
+with the recurrent state explicit: a tuple of [L, B, H] tensors named by `state_names`
+(`(h,)` for rnn and gru, `(h, c)` for lstm), carried from call to call by the caller. `step`
+is what sampling, clamping, neuron tracing and the gradient views share: it can hand each
+layer's states and gates to an observer, and hold chosen units of h at set values. Each
+layer is its own cell (cells.py), so every layer's states can be read and set from outside.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-State = tuple[Tensor, ...]
+from charrnn import settings
+from charrnn.cells import CELLS, make_cell
+from charrnn.errors import ConfigError
+from charrnn.settings import at_least, setting, within
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+State = tuple[Tensor, ...]
+Clamp = dict[tuple[int, int], float]  # (layer, neuron) -> the value its h is held at
+Observer = Callable[[int, dict[str, Tensor]], None]  # (layer, {state or gate: [B, H]})
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int  # V: number of token ids, <eos> included
-    cell: str = "lstm"  # lstm | gru | rnn (tanh)
-    layers: int = 2  # L: stacked recurrent layers
-    hidden: int = 512  # H: units per recurrent layer
-    embedding: int = 64  # E: size of the token embedding fed to the first layer
-    dropout: float = 0.0  # between layers and before the decoder, in training only
-    tie_weights: bool = False  # decoder shares the embedding matrix (needs embedding == hidden)
+    vocab_size: int = setting(  # V: number of token ids, <eos> included
+        1, "Token ids, <eos> included (the tokenizer's).", check=at_least(1), cli=False
+    )
+    cell: str = setting("lstm", "The recurrent cell.", choices=tuple(CELLS), announce=True)
+    layers: int = setting(1, "Stacked recurrent layers.", by={"cuda": 2}, check=at_least(1))
+    hidden: int = setting(512, "Units per layer.", by={"cuda": 1024}, check=at_least(1))
+    embedding: int = setting(64, "Token embedding size.", by={"cuda": 128}, check=at_least(1))
+    dropout: float = setting(
+        0.0, "Dropout between layers and before the decoder.", by={"cuda": 0.2},
+        check=within(0, 1, high_open=True),
+    )  # fmt: skip
+    tie_weights: bool = setting(False, "Share the embedding and the decoder (E must equal H).")
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        for name in ("vocab_size", "layers", "hidden", "embedding"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:  # NaN fails too
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        settings.validate(self)
         if self.tie_weights and self.embedding != self.hidden:
-            raise ValueError(
-                f"tie_weights needs embedding == hidden, not {self.embedding} and {self.hidden}"
+            raise ConfigError(
+                f"--tie-weights needs --embedding equal to --hidden, not {self.embedding} "
+                f"and {self.hidden}"
             )
 
     @property
-    def state_size(self) -> int:
-        """How many tensors make a state: 2 for lstm (h, c), 1 otherwise."""
-        return 2 if self.cell == "lstm" else 1
+    def state_names(self) -> tuple[str, ...]:
+        return CELLS[self.cell].state_names
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return settings.to_json(self)
 
 
 class RNNLanguageModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        rnn = CELLS[config.cell]
         E, H = config.embedding, config.hidden
         self.embed = nn.Embedding(config.vocab_size, E)
         self.layers = nn.ModuleList(
-            rnn(E if i == 0 else H, H, batch_first=True) for i in range(config.layers)
+            make_cell(config.cell, E if i == 0 else H, H) for i in range(config.layers)
         )
         self.drop = nn.Dropout(config.dropout)
         self.decoder = nn.Linear(H, config.vocab_size)
@@ -72,12 +79,12 @@ class RNNLanguageModel(nn.Module):
         # (val loss 2.28 vs 1.85 after 300 steps), so it is not used.
 
     def initial_state(self, batch_size: int, device=None) -> State:
-        """All-zero state, `(h,)` or `(h, c)`, each [L, B, H]."""
+        """All-zero state, one [L, B, H] tensor per name in config.state_names."""
         L, H = self.config.layers, self.config.hidden
         weight = self.decoder.weight
         return tuple(
             torch.zeros(L, batch_size, H, device=device or weight.device, dtype=weight.dtype)
-            for _ in range(self.config.state_size)
+            for _ in self.config.state_names
         )
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -88,13 +95,74 @@ class RNNLanguageModel(nn.Module):
         for i, layer in enumerate(self.layers):
             if i > 0:
                 x = self.drop(x)
-            layer_state = tuple(s[i : i + 1] for s in state)  # each [1, B, H]
-            x, new = layer(x, layer_state if len(layer_state) == 2 else layer_state[0])
-            finals.append(new if isinstance(new, tuple) else (new,))
+            x, final = layer(x, tuple(s[i] for s in state))  # [B, T, H], each [B, H]
+            finals.append(final)
         logits = self.decoder(self.drop(x))  # [B, T, H] -> [B, T, V]
-        # Layers' finals [1, B, H] -> one [L, B, H] per state tensor.
-        new_state = tuple(torch.cat(parts, dim=0) for parts in zip(*finals))
-        return logits, new_state
+        # Layers' finals, each [B, H] -> one [L, B, H] per state tensor.
+        return logits, tuple(torch.stack(parts) for parts in zip(*finals))
+
+    def step(
+        self,
+        ids: Tensor,
+        state: State,
+        observe: Observer | None = None,
+        clamp: list[tuple[Tensor, Tensor] | None] | None = None,
+        out: State | None = None,
+    ) -> tuple[Tensor, State]:
+        """One token per sample, ids [B] -> (logits [B, V], state).
+
+        `observe(layer, values)` is called with each layer's new states and gates (each
+        [B, H]). `clamp` (from clamp_units) holds chosen units of h at set values, in the
+        state carried on and in the input of the layer above (c, if any, runs free).
+        `out`: write the new state into these tensors (a sampler's static buffers) instead of
+        new ones; it may be `state` itself.
+        """
+        x = self.embed(ids)  # [B, E]
+        new = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.drop(x)
+            layer_state, gates = layer.step(x, tuple(s[i] for s in state), observe is not None)
+            if clamp is not None and clamp[i] is not None:
+                units, values = clamp[i]
+                h = layer_state[0].index_copy(-1, units, values.expand(len(ids), -1))
+                layer_state = (h, *layer_state[1:])
+            if observe is not None:
+                observe(i, {**dict(zip(layer.state_names, layer_state)), **gates})
+            if out is not None:
+                for buffer, s in zip(out, layer_state):
+                    buffer[i].copy_(s)
+            new.append(layer_state)
+            x = layer_state[0]  # h: the layer's output
+        state = out if out is not None else tuple(torch.stack(parts) for parts in zip(*new))
+        return self.decoder(self.drop(x)), state
+
+
+def clamp_units(model: RNNLanguageModel, clamp: Clamp) -> list[tuple[Tensor, Tensor] | None]:
+    """{(layer, neuron): value} -> per layer (unit indices [K], values [K]) or None, for
+    step(); ConfigError naming the first (layer, neuron) that the model does not have."""
+    c, device = model.config, model.decoder.weight.device
+    for layer, neuron in clamp:
+        if not 0 <= layer < c.layers:
+            last = c.layers - 1
+            raise ConfigError(
+                f"--clamp {layer}:{neuron}: no layer {layer}; the model has layers 0..{last}"
+            )
+        if not 0 <= neuron < c.hidden:
+            raise ConfigError(
+                f"--clamp {layer}:{neuron}: no neuron {neuron}; each layer has neurons "
+                f"0..{c.hidden - 1}"
+            )
+    out: list[tuple[Tensor, Tensor] | None] = []
+    for i in range(c.layers):
+        held = sorted((n, v) for (layer, n), v in clamp.items() if layer == i)
+        if not held:
+            out.append(None)
+            continue
+        units = torch.tensor([n for n, _ in held], device=device)
+        values = torch.tensor([v for _, v in held], device=device, dtype=model.decoder.weight.dtype)
+        out.append((units, values))
+    return out
 
 
 def detach(state: State) -> State:

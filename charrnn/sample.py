@@ -13,48 +13,47 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import Tensor
 
-from charrnn.model import ModelConfig, RNNLanguageModel, State
-
-Clamp = dict[tuple[int, int], float]  # (layer, neuron) -> the value its h is held at
+from charrnn import settings
+from charrnn.model import Clamp, RNNLanguageModel, State, clamp_units
+from charrnn.settings import at_least, not_negative, option, setting, within
+from charrnn.tokenizer import UnknownSymbols
 
 
 @dataclass(frozen=True)
 class SampleConfig:
-    length: int = 500  # tokens to generate per sample (fewer if <eos> comes first)
-    temperature: float = 1.0  # divides the logits; 0 = always the most likely token
-    top_k: int | None = None  # sample among the k most likely tokens only
-    top_p: float | None = None  # sample among the fewest tokens whose probability sums to p
-    num_samples: int = 1  # samples generated together, as one batch
-    stop_at_eos: bool = True  # a sample ends when it emits <eos>
-    banned_ids: tuple[int, ...] = ()  # never generated (a word model's <unk>, by default)
+    length: int = setting(
+        500, "Tokens to make per sample (fewer if <eos> comes).", check=at_least(0)
+    )
+    temperature: float = setting(
+        1.0, "Divides the logits: 0 is greedy, higher is wilder.", check=not_negative
+    )
+    top_k: int | None = setting(None, "Sample among the k likeliest tokens.", check=at_least(1))
+    top_p: float | None = setting(
+        None, "Sample among the fewest tokens whose probability reaches p.",
+        check=within(0, 1, low_open=True),
+    )  # fmt: skip
+    num_samples: int = setting(1, "Samples made together, as one batch.", check=at_least(1))
+    stop_at_eos: bool = True  # a sample ends when it makes <eos>
+    banned_ids: tuple[int, ...] = ()  # never made (a word model's <unk>, by default)
 
     def __post_init__(self):
-        if self.length < 0:
-            raise ValueError(f"length cannot be negative, not {self.length}")
-        if not self.temperature >= 0:  # NaN too
-            raise ValueError(f"temperature cannot be negative, not {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1, not {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, not {self.num_samples}")
+        settings.validate(self)
 
 
 def sample_config(tokenizer, documents: str, allow_unk: bool = False, **options) -> SampleConfig:
-    """How to sample from a run's model (options: SampleConfig's fields). It never makes
+    """How to sample from a run's model (options: SampleConfig's settings; None or left out:
+    the default). It never makes
     `<unk>` unless allow_unk. A model of one long text (--documents none) never makes
     `<eos>` either: it never had to predict one (its only `<eos>` opens the text), so a
     sample runs to its length instead of ending on a guess an untrained model makes."""
     banned = [] if allow_unk or tokenizer.unk_id is None else [tokenizer.unk_id]
     if documents == "none":
         banned.append(tokenizer.eos_id)
-    return SampleConfig(banned_ids=tuple(banned), **options)
+    return settings.resolve(SampleConfig, options, banned_ids=tuple(banned))
 
 
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
@@ -84,52 +83,6 @@ def next_token(logits: Tensor, config: SampleConfig, generator: torch.Generator 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-def check_clamp(config: ModelConfig, clamp: Clamp) -> None:
-    """ValueError naming the first (layer, neuron) that the model does not have."""
-    for layer, neuron in clamp:
-        if not 0 <= layer < config.layers:
-            raise ValueError(
-                f"--clamp {layer}:{neuron}: no layer {layer}; the model has layers "
-                f"0..{config.layers - 1}"
-            )
-        if not 0 <= neuron < config.hidden:
-            raise ValueError(
-                f"--clamp {layer}:{neuron}: no neuron {neuron}; each layer has neurons "
-                f"0..{config.hidden - 1}"
-            )
-
-
-def clamped_forward(
-    model: RNNLanguageModel, clamp: Clamp, ids: Tensor, state: State | None = None
-) -> tuple[Tensor, State]:
-    """forward(), one step and one layer at a time, with every clamped unit of h held at
-    its value after each step: in the state carried to the next step and in the output
-    fed to the layer above (for lstm c runs free; only h is held). ids [B, T]."""
-    B, T = ids.shape
-    x = model.embed(ids)  # [B, T, E]
-    state = state if state is not None else model.initial_state(B, ids.device)
-    L = model.config.layers
-    held = [[(n, v) for (i, n), v in clamp.items() if i == layer] for layer in range(L)]
-    outputs = []
-    for t in range(T):
-        out = x[:, t : t + 1]  # [B, 1, E]
-        finals = []
-        for i, layer in enumerate(model.layers):
-            layer_state = tuple(s[i : i + 1] for s in state)  # each [1, B, H]
-            inp = model.drop(out) if i > 0 else out
-            _, new = layer(inp, layer_state if len(layer_state) == 2 else layer_state[0])
-            new = new if isinstance(new, tuple) else (new,)
-            h = new[0].clone()  # [1, B, H]
-            for n, v in held[i]:
-                h[..., n] = v
-            finals.append((h, *new[1:]))
-            out = h.transpose(0, 1)  # [1, B, H] -> [B, 1, H]: one step's output is its h
-        state = tuple(torch.cat(parts, dim=0) for parts in zip(*finals))  # each [L, B, H]
-        outputs.append(out)
-    logits = model.decoder(model.drop(torch.cat(outputs, dim=1)))  # [B, T, H] -> [B, T, V]
-    return logits, state
-
-
 @torch.inference_mode()
 def reference_generate(
     model: RNNLanguageModel,
@@ -137,22 +90,23 @@ def reference_generate(
     config: SampleConfig,
     eos_id: int,
     generator: torch.Generator | None = None,
-    clamp: Clamp | None = None,
     burn_in: int = 0,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """generate(), written plainly: the model's forward() for every token and
-    torch.multinomial. The fast path is tested against it; clamping uses it."""
+    """generate(), written plainly: the model's forward() on every token and
+    torch.multinomial. The fast path is tested against it."""
     model.eval()
-    if clamp:
-        check_clamp(model.config, clamp)
-    forward = partial(clamped_forward, model, clamp) if clamp else model
     device = model.decoder.weight.device
     B = config.num_samples
     prime_ids = torch.tensor([prime or [eos_id]], device=device).expand(B, -1)  # [B, P]
-    logits, state = forward(prime_ids)
+    logits, state = model(prime_ids)
     logits = logits[:, -1]  # [B, V]: what follows the prime
+
+    def step(ids, state):  # [B] -> (logits [B, V], state)
+        logits, state = model(ids[:, None], state)
+        return logits[:, -1], state
+
     if burn_in:
-        logits, state = run_to_eos(forward, logits, state, config, eos_id, generator, burn_in)
+        logits, state = run_to_eos(step, logits, state, config, eos_id, generator, burn_in)
     alive = torch.ones(B, dtype=torch.bool, device=device)
     for _ in range(config.length):
         ids = next_token(logits, config, generator)  # [B]
@@ -161,13 +115,13 @@ def reference_generate(
             alive = alive & (ids != eos_id)
             if not alive.any():
                 return
-        logits, state = forward(ids[:, None], state)
-        logits = logits[:, -1]
+        logits, state = step(ids, state)
 
 
-def run_to_eos(forward, logits, state, config, eos_id, generator, most: int):
+def run_to_eos(step, logits, state, config, eos_id, generator, most: int):
     """Let each of the B streams generate freely until it says <eos>, and return the
     (logits [B, V], state) of each right after its <eos>: the start of a document.
+    `step(ids [B], state) -> (logits [B, V], state)` runs the model one token.
 
     A model trained on documents with its state carried across them has met a document
     start almost only after an <eos>, never from the zero state; starting each sample
@@ -176,37 +130,13 @@ def run_to_eos(forward, logits, state, config, eos_id, generator, most: int):
     waiting = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
     for _ in range(most):
         ids = next_token(logits, config, generator)  # [B]
-        new_logits, new_state = forward(ids[:, None], state)
-        logits = torch.where(waiting[:, None], new_logits[:, -1], logits)
+        new_logits, new_state = step(ids, state)
+        logits = torch.where(waiting[:, None], new_logits, logits)
         state = tuple(torch.where(waiting[None, :, None], n, s) for n, s in zip(new_state, state))
         waiting = waiting & (ids != eos_id)
         if not waiting.any():
             break
     return logits, state
-
-
-CELL_STEPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
-
-
-def cell_step(model: RNNLanguageModel, ids: Tensor, state: State) -> tuple[Tensor, State]:
-    """forward() for one token per sample, ids [B] -> (logits [B, V], state), written
-    with the one-step cell functions: the arithmetic of the native nn.LSTM/GRU/RNN
-    kernels, without the set-up cost of the sequence kernels (oneDNN on a CPU: about
-    9x slower than this for one token of a 2x256 LSTM; cuDNN on CUDA), which is most of
-    a one-token step. `state` is updated in place; the returned one is the same tensors.
-    """
-    cell = CELL_STEPS[model.config.cell]
-    x = model.embed(ids)  # [B, E]
-    for i, layer in enumerate(model.layers):
-        weights = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
-        if len(state) == 2:  # lstm: (h, c), each [L, B, H]
-            h, c = cell(x, (state[0][i], state[1][i]), *weights)
-            state[1][i].copy_(c)
-        else:
-            h = cell(x, state[0][i], *weights)
-        state[0][i].copy_(h)
-        x = h  # [B, H]: in eval mode dropout is the identity
-    return model.decoder(x), state
 
 
 def pick(logits: Tensor, config: SampleConfig, generator: torch.Generator | None) -> Tensor:
@@ -245,13 +175,20 @@ class Sampler:
     same Python run eagerly, and is what a CPU uses.
     """
 
-    def __init__(self, model, config: SampleConfig, eos_id: int, generator=None, graph=None):
+    def __init__(
+        self, model, config: SampleConfig, eos_id: int, generator=None, graph=None,
+        clamp: Clamp | None = None,
+    ):  # fmt: skip
         self.model, self.config, self.eos_id, self.generator = model, config, eos_id, generator
         self.device = model.decoder.weight.device
-        if graph and self.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, not {self.device}")
+        assert not graph or self.device.type == "cuda", "CUDA graphs need a CUDA device"
         self.use_graph = self.device.type == "cuda" if graph is None else graph
+        self.clamp = clamp_units(model, clamp) if clamp else None
         self.graph, self.steps = None, 0
+
+    def _step(self, ids: Tensor, state: State, out: State | None = None):
+        """The model on one token per sample: ids [B] -> (logits [B, V], state)."""
+        return self.model.step(ids, state, clamp=self.clamp, out=out)
 
     def start(self, prime: list[int], burn_in: int = 0) -> None:
         """Read the prime (an empty one is <eos>, the token every text starts from);
@@ -259,11 +196,16 @@ class Sampler:
         B, cfg = self.config.num_samples, self.config
         prime_ids = torch.tensor([prime or [self.eos_id]], device=self.device).expand(B, -1)
         self.model.eval()
-        logits, state = self.model(prime_ids)  # [B, P, V]
-        logits = logits[:, -1]  # [B, V]: what follows the prime
+        if self.clamp is None:  # the whole prime as one window
+            logits, state = self.model(prime_ids)  # [B, P, V]
+            logits = logits[:, -1]  # [B, V]: what follows the prime
+        else:  # token by token, with the clamped units held from the start
+            state = self.model.initial_state(B)
+            for t in range(prime_ids.shape[1]):
+                logits, state = self._step(prime_ids[:, t], state)
         if burn_in:
             logits, state = run_to_eos(
-                self.model, logits, state, cfg, self.eos_id, self.generator, burn_in
+                self._step, logits, state, cfg, self.eos_id, self.generator, burn_in
             )
         self.logits = logits.contiguous()
         self.state = tuple(s.contiguous() for s in state)
@@ -284,7 +226,7 @@ class Sampler:
             ids = torch.where(self.alive, ids, self.eos_id)
             self.alive &= ids != self.eos_id
         self.ids.copy_(ids)
-        logits, _ = cell_step(self.model, self.ids, self.state)
+        logits, _ = self._step(self.ids, self.state, out=self.state)
         self.logits.copy_(logits)
 
     def step(self) -> Tensor:
@@ -332,17 +274,15 @@ def generate(
     """Yield (ids [B], alive [B]) per step: the next token of each of the B samples, and
     which samples were still running when it was made (a finished sample's tokens are
     padding: <eos>). An empty prime starts from <eos>, the token that begins every text.
-    `clamp` holds chosen units of h fixed throughout, the prime included. `burn_in` > 0:
+    `clamp` holds chosen units of h fixed throughout, the prime included (Model.step).
+    `burn_in` > 0:
     first let each sample run (for at most that many tokens) until it says <eos>, and
     start from there (see run_to_eos).
 
     For streaming: the caller reads each step's tokens. generate_ids() makes a whole
     batch with no host sync per step. `graph`: replay a CUDA graph (default: on CUDA).
     """
-    if clamp:
-        yield from reference_generate(model, prime, config, eos_id, generator, clamp, burn_in)
-        return
-    sampler = Sampler(model, config, eos_id, generator, graph)
+    sampler = Sampler(model, config, eos_id, generator, graph, clamp)
     sampler.start(prime, burn_in)
     for _ in range(config.length):
         alive = sampler.alive.clone()
@@ -380,3 +320,69 @@ def sample_text(model, tokenizer, prime: str, config: SampleConfig, generator=No
     """The whole text of each sample (the prime not included)."""
     ids = generate_ids(model, tokenizer.encode(prime).tolist(), config, tokenizer.eos_id, generator)
     return [tokenizer.decode([i for i in row if i != tokenizer.eos_id]) for row in ids.tolist()]
+
+
+SEED = option(
+    "seed", int | None, None, "Same seed, same text (default: a new one, said on stderr).",
+    check=within(0, 2**63 - 1),
+)  # fmt: skip
+
+
+def prime_ids(tokenizer, prime: str, on_unknown: str = "error") -> list[int]:
+    """<eos> then the prime's ids: a sample starts where every document starts.
+    UnknownSymbols (naming them and --on-unknown) for symbols the model never saw."""
+    unknown = tokenizer.unknown(prime)
+    if unknown and on_unknown == "error":
+        shown = " ".join(repr(c) for c in unknown[:20])
+        what = "words" if tokenizer.kind == "word" else "characters"
+        unk = ", unk maps them to <unk>" if tokenizer.unk_id is not None else ""
+        raise UnknownSymbols(
+            f"--prime has {what} the model has never seen: {shown} (--on-unknown skip drops "
+            f"them{unk})"
+        )
+    if unknown and on_unknown == "unk" and tokenizer.unk_id is None:
+        raise UnknownSymbols(f"--on-unknown unk: a {tokenizer.kind} model has no <unk>; use skip")
+    return [tokenizer.eos_id, *tokenizer.encode(prime, on_unknown).tolist()]
+
+
+def texts(
+    model: RNNLanguageModel, tokenizer, prime: list[int], config: SampleConfig,
+    generator: torch.Generator | None = None, clamp: Clamp | None = None, burn_in: int = 0,
+) -> Iterator[str]:  # fmt: skip
+    """The text of the samples as it is made (the prime not included). One sample: piece
+    by piece, each piece as soon as it decodes whole (the UTF-8 bytes of one character
+    from a byte-fallback BPE model come out together). Several: each whole sample, in
+    order, as soon as it and those before it are done."""
+    steps = generate(model, prime, config, tokenizer.eos_id, generator, clamp, burn_in=burn_in)
+    if config.num_samples == 1:
+        yield from _pieces(steps, tokenizer)
+        return
+    made: list[list[int]] = [[] for _ in range(config.num_samples)]
+    done, given = [False] * config.num_samples, 0
+    for ids, alive in steps:
+        for b, (token, live) in enumerate(zip(ids.tolist(), alive.tolist())):
+            if live and token != tokenizer.eos_id:
+                made[b].append(token)
+            done[b] = not live or token == tokenizer.eos_id
+        while given < len(made) and done[given]:
+            yield tokenizer.decode(made[given])
+            given += 1
+    yield from (tokenizer.decode(m) for m in made[given:])
+
+
+def _pieces(steps, tokenizer) -> Iterator[str]:
+    """One sample's text as it is made: the whole sample is decoded again at each token,
+    and what is new is given once it does not end in a half character (U+FFFD)."""
+    ids: list[int] = []
+    written = 0
+    for step, _ in steps:  # one sample: generate() ends the moment it says <eos>
+        if step[0].item() == tokenizer.eos_id:
+            break
+        ids.append(step[0].item())
+        text = tokenizer.decode(ids)
+        if not text.endswith("\ufffd"):
+            yield text[written:]
+            written = len(text)
+    rest = tokenizer.decode(ids)[written:]
+    if rest:
+        yield rest

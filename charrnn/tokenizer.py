@@ -31,41 +31,54 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from charrnn import settings
+from charrnn.errors import CharrnnError, ConfigError
+from charrnn.settings import at_least, option, setting
 
 EOS = "<eos>"
 UNK = "<unk>"
 TOKENIZER_FILE = "tokenizer.json"
 SENTENCEPIECE_FILE = "tokenizer.model"
 KINDS = ("char", "word", "bpe", "unigram")
-ON_UNKNOWN = ("error", "skip", "unk")
+ON_UNKNOWN = option(
+    "on_unknown", str, "error", "Symbols the model never saw: error, skip them, or unk.",
+    choices=("error", "skip", "unk"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    kind: str = "char"  # char | word | bpe | unigram
-    vocab_size: int | None = None  # tokens kept, specials included (word, bpe, unigram)
-    min_count: int = 1  # word: a word seen fewer times than this is <unk>
+    tokenizer: str = setting("char", "What a token is (see Tokens in the README).", choices=KINDS)
+    vocab_size: int | None = setting(
+        None, "Tokens kept, <eos> and <unk> included.",
+        by={"word": 10_000, "bpe": 2_000, "unigram": 2_000}, check=at_least(3),
+    )  # fmt: skip
+    min_count: int = setting(1, "word: a word seen fewer times is <unk>.", check=at_least(1))
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown tokenizer {self.kind!r}; choose {' | '.join(KINDS)}")
-        if self.kind == "char" and self.vocab_size is not None:
-            raise ValueError("--vocab-size is for word, bpe and unigram tokenizers, not char")
-        if self.vocab_size is not None and self.vocab_size < 3:
-            raise ValueError(f"vocab_size must be at least 3, not {self.vocab_size}")
-        if self.min_count < 1:
-            raise ValueError(f"min_count must be at least 1, not {self.min_count}")
+        settings.validate(self)
+        if self.tokenizer == "char" and self.vocab_size is not None:
+            raise ConfigError("--vocab-size is for word, bpe and unigram tokenizers, not char")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return settings.to_json(self)
 
 
-DEFAULT_VOCAB = {"word": 10_000, "bpe": 2_000, "unigram": 2_000}
+class UnknownSymbols(CharrnnError):
+    """A text has symbols a tokenizer has no token for (and was asked not to drop them)."""
+
+
+def default_vocab(config: TokenizerConfig) -> int:
+    """--vocab-size, or else the default for this tokenizer."""
+    return config.vocab_size or settings.default_of(
+        TokenizerConfig, "vocab_size", [config.tokenizer]
+    )
 
 
 class Tokenizer(Protocol):
@@ -76,7 +89,7 @@ class Tokenizer(Protocol):
     eos_id: int
     unk_id: int | None  # None: every text can be encoded, or none may be unknown
 
-    # unknown = "error" raises ValueError naming the unknown symbols, "skip" drops them,
+    # unknown = "error" raises UnknownSymbols naming the unknown symbols, "skip" drops them,
     # "unk" maps them to <unk> (where the tokenizer has one).
     def encode(self, text: str, unknown: str = "error") -> np.ndarray: ...  # [N] int32
     def decode(self, ids) -> str: ...
@@ -105,7 +118,7 @@ def _sum_lengths(lengths: np.ndarray, ids) -> int:
 def _refuse_unknown(unknown: list[str]) -> None:
     shown = " ".join(repr(s) for s in unknown[:20])
     more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
-    raise ValueError(f"text has symbols not in the vocabulary: {shown}{more}")
+    raise UnknownSymbols(f"text has symbols not in the vocabulary: {shown}{more}")
 
 
 class CharTokenizer:
@@ -138,7 +151,7 @@ class CharTokenizer:
             if unknown == "error":
                 _refuse_unknown(self.unknown(text))
             if unknown == "unk":
-                raise ValueError("a char model has no <unk>; use --on-unknown skip or error")
+                raise UnknownSymbols("a char model has no <unk>; use --on-unknown skip or error")
             index = index[known]
         return (index + 1).astype(np.int32)
 
@@ -188,7 +201,7 @@ class WordTokenizer:
         for chunk in [chunks] if isinstance(chunks, str) else chunks:
             counts.update(WORD_PATTERN.findall(chunk))
         counts.pop(UNK, None)
-        limit = (config.vocab_size or DEFAULT_VOCAB["word"]) - 2
+        limit = default_vocab(config) - 2
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return cls([t for t, n in ranked[:limit] if n >= config.min_count])
 
@@ -260,8 +273,8 @@ class SentencePieceTokenizer:
         try:
             sentencepiece.SentencePieceTrainer.train(
                 sentence_iterator=iter(sample_lines(lines, SP_SENTENCES)), model_writer=out,
-                model_type=config.kind,
-                vocab_size=config.vocab_size or DEFAULT_VOCAB[config.kind],
+                model_type=config.tokenizer,
+                vocab_size=default_vocab(config),
                 hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary
                 normalization_rule_name="identity", remove_extra_whitespaces=False,
                 add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=False,
@@ -274,19 +287,19 @@ class SentencePieceTokenizer:
             need = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
             if not need:
                 raise
-            raise ValueError(
-                f"--vocab-size {need[1]} is too small for a {config.kind} tokenizer of this "
+            raise ConfigError(
+                f"--vocab-size {need[1]} is too small for a {config.tokenizer} tokenizer of this "
                 f"text: give at least {need[2]} (256 byte pieces, the specials and each "
                 "distinct character of the text)"
             ) from None
-        return cls(config.kind, out.getvalue())
+        return cls(config.tokenizer, out.getvalue())
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         if SURROGATE.search(text):  # the one thing UTF-8, and so sentencepiece, cannot hold
             if unknown == "error":
                 _refuse_unknown(self.unknown(text))
             if unknown == "unk":
-                raise ValueError(f"a {self.kind} model has no <unk>; use --on-unknown skip")
+                raise UnknownSymbols(f"a {self.kind} model has no <unk>; use --on-unknown skip")
             text = SURROGATE.sub("", text)
         # Cut at every newline and literal SPACE, encode the pieces as one batch (on
         # sentencepiece's threads), and put the cuts back: the same ids as one call on
@@ -331,9 +344,9 @@ def sample_lines(lines: Iterable[str], most: int, seed: int = 0) -> list[str]:
 
 def fit(config: TokenizerConfig, chunks: Iterable[str]) -> Tokenizer:
     """A new tokenizer fitted on the text of `chunks` (read once)."""
-    if config.kind == "char":
+    if config.tokenizer == "char":
         return CharTokenizer.fit(chunks)
-    if config.kind == "word":
+    if config.tokenizer == "word":
         return WordTokenizer.fit(chunks, config)
     return SentencePieceTokenizer.fit(chunks, config)
 

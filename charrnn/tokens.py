@@ -29,6 +29,7 @@ import numpy as np
 
 from charrnn import tokenizer as tokenizers
 from charrnn.corpus import Corpus
+from charrnn.corpus import split_documents as corpus_documents
 from charrnn.tokenizer import Tokenizer, TokenizerConfig
 
 FLUSH_TOKENS = 1 << 20  # write the ids in pieces of about a million tokens
@@ -140,3 +141,39 @@ def _encode(corpus: Corpus, tok: Tokenizer, documents: str, unknown: str, out: P
         os.fsync(f.fileno())
     meta = {"tokens": tokens, "dtype": dtype.str, "unknown": unknowns, "chars": corpus.chars}
     (out / "meta.json").write_text(json.dumps(meta))
+
+
+def encode(
+    corpus: Corpus, config: TokenizerConfig, documents: str
+) -> tuple[Tokenizer, np.ndarray, str]:
+    """(tokenizer, token ids, a line that says how they were made) of a corpus; from the
+    cache when this text was seen before."""
+    tok, _ = fit_tokenizer(corpus, config, documents)
+    encoded = token_ids(corpus, tok, documents)
+    if encoded.cached:
+        how = f"token ids from the cache in {cache_dir()}"
+    else:
+        mb = corpus.chars / 1e6
+        how = (
+            f"encoded {mb:,.1f}M chars in {encoded.seconds:.1f}s "
+            f"({mb / max(encoded.seconds, 1e-9):,.1f}M chars/s), cached in {cache_dir()}"
+        )
+    if encoded.unknown:
+        share = encoded.unknown / len(encoded.ids)
+        how += f"; {encoded.unknown:,} tokens ({share:.2%}) are <unk>"
+    return tok, encoded.ids, how
+
+
+def ids_of_text(
+    tok: Tokenizer, text: str, documents: str = "none", on_unknown: str = "error"
+) -> tuple[np.ndarray, int]:
+    """(ids, how many are <unk>) of a text in memory, cut into documents as a corpus is:
+    <eos> first, and one after each document."""
+    parts, unknowns = [np.array([tok.eos_id], dtype=np.int32)], 0
+    for piece in corpus_documents([text], documents):
+        ids = np.array([tok.eos_id], dtype=np.int32) if piece is None else tok.encode(
+            piece, on_unknown)  # fmt: skip
+        if tok.unk_id is not None and piece is not None:
+            unknowns += int(np.count_nonzero(ids == tok.unk_id))
+        parts.append(ids)
+    return np.concatenate(parts), unknowns

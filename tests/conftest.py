@@ -41,3 +41,36 @@ def token_cache(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+# Run directories and training jobs for models built in a test ---------------------------
+
+
+def start_run(run_dir: Path, model, tok) -> None:
+    """A run directory as run.create() starts one, for a model and tokenizer a test made."""
+    from charrnn import checkpoint
+    from charrnn.corpus import CorpusConfig
+    from charrnn.run import RunConfig
+    from charrnn.tokenizer import TokenizerConfig
+    from charrnn.train import TrainConfig
+
+    config = RunConfig(model.config, TrainConfig(steps=1), TokenizerConfig(tok.kind),
+                       CorpusConfig(), (), 0, 0, "")  # fmt: skip
+    checkpoint.create_run(run_dir, config.to_json(), tok)
+
+
+def job(model, tok, ids, config, run_dir, device="cpu", resume=None, world=None, val=300):
+    """What fit() and Trainer take: the last `val` ids validate, the rest train."""
+    from charrnn.distributed import SINGLE
+    from charrnn.trainer import Job
+
+    return Job(model, tok, ids[:-val], ids[-val:], config, torch.device(device), Path(run_dir),
+               world or SINGLE, resume)  # fmt: skip
+
+
+def load_last(run_dir: Path):
+    """(model, trainer state) of a run's last/."""
+    from charrnn import checkpoint
+    from charrnn.run import read_config
+
+    return checkpoint.load_last(run_dir, read_config(run_dir).model)

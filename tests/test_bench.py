@@ -10,11 +10,10 @@ from typer.testing import CliRunner
 from charrnn.bench import forward_flops_per_token
 from charrnn.cli import app
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.sample import cell_step
 
 runner = CliRunner()
 TINY = ["--layers", "1", "--hidden", "16", "--embedding", "8", "--vocab-size", "20",
-        "--steps", "3", "--warmup", "1", "--device", "cpu"]  # fmt: skip
+        "--steps", "3", "--untimed-steps", "1", "--device", "cpu"]  # fmt: skip
 
 
 def test_flops_per_token_by_hand():
@@ -32,13 +31,15 @@ def test_flops_per_token_by_hand():
 def test_flops_per_token_matches_pytorchs_flop_counter(cell):
     model = RNNLanguageModel(ModelConfig(11, cell=cell, layers=3, hidden=7, embedding=5)).eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        cell_step(model, torch.tensor([1]), model.initial_state(1))  # one token
+        model.step(torch.tensor([1]), model.initial_state(1))  # one token
     assert counter.get_total_flops() == forward_flops_per_token(model.config)
 
 
 @pytest.mark.parametrize("command", ["train", "sample"])
 def test_bench_prints_a_table_with_the_ratio(command):
-    extra = ["--batch-size", "2", "--seq-len", "8"] if command == "train" else []
+    extra = (
+        ["--batch-size", "2", "--seq-len", "8"] if command == "train" else ["--num-samples", "2"]
+    )
     result = runner.invoke(app, ["bench", command, *TINY, *extra])
     assert result.exit_code == 0, result.output
     for word in ("tokens/s", "MFU", "peak memory", "charrnn", "reference", "ratio",

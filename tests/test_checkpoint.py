@@ -4,9 +4,12 @@ import pickle
 import pytest
 import torch
 
+import charrnn
 from charrnn import checkpoint
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.tokenizer import CharTokenizer
+
+from .conftest import load_last, start_run
 
 
 def make_run(tmp_path, tie=False):
@@ -16,7 +19,7 @@ def make_run(tmp_path, tie=False):
     )
     torch.manual_seed(0)
     model = RNNLanguageModel(config)
-    checkpoint.create_run(tmp_path, {"model": config.to_dict()}, tok)
+    start_run(tmp_path, model, tok)
     checkpoint.save_best(tmp_path, model, {"step": 1})
     return model, tok
 
@@ -24,17 +27,17 @@ def make_run(tmp_path, tie=False):
 @pytest.mark.parametrize("tie", [False, True])
 def test_save_then_load_gives_identical_logits(tmp_path, tie):
     model, tok = make_run(tmp_path, tie)
-    loaded, loaded_tok, config = checkpoint.load_best(tmp_path)
+    run = charrnn.load(tmp_path)
     ids = torch.tensor([tok.encode("hello").tolist()])
-    torch.testing.assert_close(loaded(ids)[0], model(ids)[0], rtol=0, atol=0)
-    assert config["step"] == 1 and loaded_tok.symbols == tok.symbols
+    torch.testing.assert_close(run.model(ids)[0], model(ids)[0], rtol=0, atol=0)
+    assert run.config.step == 1 and run.tokenizer.symbols == tok.symbols
 
 
 def test_last_checkpoint_round_trips_trainer_state(tmp_path):
     model, _ = make_run(tmp_path)
     state = {"progress": {"step": 3}, "rng": torch.get_rng_state(), "python": (3, (1, 2), None)}
     checkpoint.save_last(tmp_path, model, state)
-    loaded, saved = checkpoint.load_last(tmp_path)
+    loaded, saved = load_last(tmp_path)
     assert saved["progress"] == {"step": 3} and torch.equal(saved["rng"], state["rng"])
     assert not (tmp_path / ".last.tmp").exists() and not (tmp_path / ".last.old").exists()
 
@@ -43,7 +46,7 @@ def test_a_crash_mid_swap_leaves_the_previous_last_loadable(tmp_path):
     model, _ = make_run(tmp_path)
     checkpoint.save_last(tmp_path, model, {"progress": {"step": 1}})
     (tmp_path / "last").rename(tmp_path / ".last.old")  # killed between the two renames
-    _, saved = checkpoint.load_last(tmp_path)
+    _, saved = load_last(tmp_path)
     assert saved["progress"] == {"step": 1}
 
 
@@ -58,7 +61,7 @@ def test_a_crafted_pickle_is_refused_without_running(tmp_path):
 
     (tmp_path / "last" / "trainer_state.pt").write_bytes(pickle.dumps({"x": Exploit()}))
     with pytest.raises(checkpoint.CheckpointError, match="trainer_state.pt"):
-        checkpoint.load_last(tmp_path)
+        load_last(tmp_path)
     assert not marker.exists()
 
 
@@ -67,7 +70,7 @@ def test_truncated_weights_are_named(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(checkpoint.CheckpointError, match="model.safetensors"):
-        checkpoint.load_best(tmp_path)
+        charrnn.load(tmp_path)
 
 
 def test_wrong_format_version_and_vocab_mismatch_are_named(tmp_path):
@@ -75,11 +78,11 @@ def test_wrong_format_version_and_vocab_mismatch_are_named(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "format_version": 99}))
     with pytest.raises(checkpoint.CheckpointError, match="format_version 99"):
-        checkpoint.load_best(tmp_path)
+        charrnn.load(tmp_path)
     config["model"]["vocab_size"] += 1
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(checkpoint.CheckpointError, match="tokenizer.json.*vocab_size"):
-        checkpoint.load_best(tmp_path)
+        charrnn.load(tmp_path)
 
 
 def test_missing_tensor_is_named(tmp_path):
@@ -91,7 +94,7 @@ def test_missing_tensor_is_named(tmp_path):
     del tensors["decoder.bias"]
     safetensors.torch.save_file(tensors, path)
     with pytest.raises(checkpoint.CheckpointError, match="missing.*decoder.bias"):
-        checkpoint.load_best(tmp_path)
+        charrnn.load(tmp_path)
 
 
 def test_not_a_run_directory(tmp_path):

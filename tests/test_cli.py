@@ -33,7 +33,7 @@ def test_train_writes_a_self_describing_run_directory(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "last", "metrics.jsonl"} <= names
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["format_version"] == 1 and config["step"] == 20
+    assert config["format_version"] == 2 and config["step"] == 20
     assert config["train"]["seq_len"] == 16 and config["model"]["hidden"] == 32
 
 
@@ -161,12 +161,12 @@ def test_an_existing_run_is_not_overwritten(run_dir, text_file):
     "args, needle",
     [
         (["sample", "RUN", "--temperature", "-1"], "temperature"),
-        (["sample", "RUN", "--top-p", "1.5"], "top_p"),
-        (["sample", "RUN", "--num-samples", "0"], "num_samples"),
+        (["sample", "RUN", "--top-p", "1.5"], "--top-p must be in (0, 1], not 1.5"),
+        (["sample", "RUN", "--num-samples", "0"], "--num-samples must be at least 1, not 0"),
         (["train", "CORPUS", "--hidden", "-3"], "hidden"),
         (["train", "CORPUS", "--time-budget", "soon"], "duration"),
         (["train", "CORPUS", "--steps", "3", "--epochs", "1"], "one of"),
-        (["train", "CORPUS", "--val-frac", "1.5"], "val_frac"),
+        (["train", "CORPUS", "--val-frac", "1.5"], "--val-frac must be in (0, 1), not 1.5"),
     ],
 )
 def test_bad_numbers_are_clear_errors(args, needle, run_dir, text_file):

@@ -16,15 +16,19 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
+import charrnn as charrnn_api
 from charrnn import checkpoint
-from charrnn.cli import UsageError, app, resume_run
+from charrnn import run as run_setup
+from charrnn.cli import app
 from charrnn.data import Streams, shard_rows
 from charrnn.distributed import World
+from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.tokenizer import CharTokenizer
-from charrnn.train import TrainConfig, Trainer
+from charrnn.train import TrainConfig
+from charrnn.trainer import Trainer
 
-from .conftest import TEXT
+from .conftest import TEXT, job, load_last
 
 # A constant learning rate (no warmup, no decay), so that a run of 10 steps resumed for 10
 # more follows the same schedule as a run of 20; no dropout, so that the ranks draw nothing.
@@ -114,7 +118,7 @@ def test_two_ranks_train_a_run_that_samples_on_one_process(runs):
     result = runner.invoke(app, ["info", str(root / "two"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["world_size"] == 2
-    _, saved = checkpoint.load_last(root / "two")
+    _, saved = load_last(root / "two")
     assert [s.shape for s in saved["state"]] == [(1, 4, 32)] * 2  # all 4 streams' (h, c)
 
 
@@ -145,8 +149,8 @@ def test_resume_on_another_number_of_ranks_carries_on_the_same_run(runs, name, r
 
 def test_resume_refuses_ranks_that_cannot_share_the_streams(runs):
     root, _, _ = runs
-    with pytest.raises(UsageError, match="3 ranks cannot share them evenly"):
-        resume_run(root / "one", [], "*", "strict", {}, torch.device("cpu"), World(0, 3))
+    with pytest.raises(ConfigError, match="3 ranks cannot share them evenly"):
+        run_setup.resume(root / "one", [], {}, torch.device("cpu"), World(0, 3))
 
 
 def test_shards_are_disjoint_contiguous_and_cover_every_stream():
@@ -168,7 +172,7 @@ def tiny_trainer(run_dir: Path, batch_size: int, world: World) -> Trainer:
     torch.manual_seed(0)
     model = RNNLanguageModel(ModelConfig(tok.vocab_size, layers=2, hidden=24, embedding=8))
     config = TrainConfig(seq_len=16, batch_size=batch_size, steps=3, warmup_steps=0)
-    return Trainer(model, tok, ids[:-300], ids[-300:], config, "cpu", run_dir, world)
+    return Trainer(job(model, tok, ids, config, run_dir, world=world))
 
 
 def gradient_worker(rank: int, size: int, rendezvous: str, out: str) -> None:
@@ -238,7 +242,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_last_saved(tmp_pa
     proc.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
     text = finish(proc, log, code=1)  # torchrun's own exit code after a signal
     assert "stopped by signal; last/ saved" in text and "stops (" not in text
-    _, saved = checkpoint.load_last(run)
+    _, saved = load_last(run)
     assert saved["progress"]["step"] >= 5
 
 
@@ -253,6 +257,6 @@ def test_a_killed_rank_ends_the_run_quickly_and_the_checkpoints_load(tmp_path):
     assert proc.returncode != 0, text[-3000:]
     assert "rank 0 of 2 stops" in text and "charrnn train --resume" in text
     assert "SIGKILL" in text  # torchrun's summary names the rank that died, and how
-    checkpoint.load_best(run)
-    _, saved = checkpoint.load_last(run)
+    charrnn_api.load(run)
+    _, saved = load_last(run)
     assert saved["progress"]["step"] >= 5

@@ -8,13 +8,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn import checkpoint
 from charrnn.cli import app
+from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.tokenizer import CharTokenizer
-from charrnn.train import MAX_BAD_STEPS, Guard, TrainConfig, Trainer, fit, resolve_precision
+from charrnn.train import TrainConfig, fit, resolve_precision
+from charrnn.trainer import MAX_BAD_STEPS, Guard, Trainer
 
-from .conftest import TEXT
+from .conftest import TEXT, job, load_last, start_run
 from .test_resilience import poison
 
 
@@ -29,7 +30,7 @@ def tiny_trainer(tmp_path, **train):
 
 def test_a_bad_step_changes_nothing_but_the_position(tmp_path):
     model, tok, ids, config = tiny_trainer(tmp_path)
-    trainer = Trainer(model, tok, ids[:-200], ids[-200:], config, "cpu", tmp_path)
+    trainer = Trainer(job(model, tok, ids, config, tmp_path, val=200))
     for _ in range(3):
         trainer.step()
     weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -63,11 +64,11 @@ def test_guard_counts_runs_on_the_device_and_misses_none_between_reads():
 def test_the_guard_acts_at_the_next_read_even_after_the_run_ended(tmp_path):
     run = tmp_path / "run"
     model, tok, ids, config = tiny_trainer(tmp_path, steps=40, eval_every=20)
-    checkpoint.create_run(run, {"model": model.config.to_dict()}, tok)
+    start_run(run, model, tok)
     # Steps 22..27 are bad (6 in a row), 28.. good: the host reads at step 30 and still
     # sees the run, so the run rolls back to step 20's last/, 3 steps "late".
     poison(model, set(range(22, 22 + MAX_BAD_STEPS + 1)))
-    reports = list(fit(model, tok, ids[:-200], ids[-200:], config, "cpu", run))
+    reports = list(fit(job(model, tok, ids, config, run, val=200)))
     rollback = next(r for r in reports if r.kind == "rollback")
     assert rollback.progress.step == 20 and rollback.progress.lr_scale == 0.5
     assert "6 non-finite steps in a row by step 30" in rollback.message
@@ -78,9 +79,9 @@ def test_the_guard_acts_at_the_next_read_even_after_the_run_ended(tmp_path):
 def test_precision_is_checked_resolved_and_recorded(tmp_path, text_file):
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == "fp32"
-    with pytest.raises(ValueError, match="needs a CUDA device"):
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
         resolve_precision("bf16", cpu)
-    with pytest.raises(ValueError, match="fp8"):
+    with pytest.raises(ConfigError, match="fp8"):
         TrainConfig(steps=1, precision="fp8")
     runner = CliRunner()
     tiny = ["--steps", "2", "--layers", "1", "--hidden", "8", "--embedding", "4",
@@ -102,9 +103,9 @@ def test_mixed_precision_trains_and_saves_its_scaler(tmp_path, precision):
     model, tok, ids, config = tiny_trainer(tmp_path, steps=20, eval_every=10)
     config = TrainConfig(**{**config.to_dict(), "precision": precision})
     model = model.cuda()
-    checkpoint.create_run(run, {"model": model.config.to_dict()}, tok)
-    reports = list(fit(model, tok, ids[:-200], ids[-200:], config, "cuda", run))
+    start_run(run, model, tok)
+    reports = list(fit(job(model, tok, ids, config, run, "cuda", val=200)))
     evals = [r for r in reports if r.kind == "eval"]
     assert len(evals) == 2 and all(np.isfinite(r.val.loss) for r in evals)
-    _, saved = checkpoint.load_last(run)
+    _, saved = load_last(run)
     assert saved["scaler"]["scale"] > 0

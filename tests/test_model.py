@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel, detach
 
 
@@ -58,7 +59,7 @@ def make(cell, layers=2, **kw):
 def random_state(model, batch):
     g = torch.Generator().manual_seed(1)
     L, H = model.config.layers, model.config.hidden
-    n = model.config.state_size
+    n = len(model.config.state_names)
     return tuple(torch.randn(L, batch, H, generator=g, dtype=torch.float64) for _ in range(n))
 
 
@@ -113,13 +114,16 @@ def test_overfits_one_batch(cell):
 def test_tied_weights_share_one_matrix_and_need_equal_sizes():
     model = RNNLanguageModel(ModelConfig(vocab_size=5, hidden=8, embedding=8, tie_weights=True))
     assert model.decoder.weight is model.embed.weight
-    with pytest.raises(ValueError, match="embedding == hidden"):
+    with pytest.raises(ConfigError, match="--tie-weights needs --embedding equal to --hidden"):
         ModelConfig(vocab_size=5, hidden=8, embedding=4, tie_weights=True)
 
 
 @pytest.mark.parametrize(
-    "field, value", [("cell", "transformer"), ("layers", 0), ("hidden", -1), ("dropout", 1.0)]
-)
-def test_config_names_the_bad_value(field, value):
-    with pytest.raises(ValueError, match=str(value)):
+    "field, value, shown",
+    [("cell", "transformer", "'transformer'"), ("layers", 0, "0"), ("hidden", -1, "-1"),
+     ("dropout", 1.0, "1"), ("layers", 2.5, "2.5"), ("dropout", float("nan"), "nan")],
+)  # fmt: skip
+def test_config_names_the_flag_and_the_bad_value(field, value, shown):
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(ConfigError, match=f"^{flag} .*{shown}"):
         ModelConfig(vocab_size=5, **{field: value})

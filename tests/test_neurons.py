@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from charrnn import neurons
 from charrnn.cli import app
-from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.sample import SampleConfig, check_clamp, clamped_forward, generate
+from charrnn.errors import ConfigError
+from charrnn.model import ModelConfig, RNNLanguageModel, clamp_units
+from charrnn.sample import SampleConfig, generate
 from charrnn.tokenizer import CharTokenizer
 
 from .conftest import TEXT
@@ -38,7 +39,7 @@ def random_ids(n=23, seed=2):
 def random_state(model, seed=1):
     g = torch.Generator().manual_seed(seed)
     L, H = model.config.layers, model.config.hidden
-    return tuple(torch.randn(L, 1, H, generator=g) for _ in range(model.config.state_size))
+    return tuple(torch.randn(L, 1, H, generator=g) for _ in model.config.state_names)
 
 
 # The trace is the model -----------------------------------------------------------------
@@ -79,7 +80,9 @@ def test_traced_gates_reproduce_the_torch_cell_step_by_step(cell):
             for t in range(len(ids)):
                 step_in = x[t][None, None]  # [1, 1, In]
                 if cell == "lstm":
-                    _, (h_mod, c_mod) = layer(step_in, (h[None, None], c[None, None]))
+                    _, (h_mod, c_mod) = torch.nn.LSTM.forward(
+                        layer, step_in, (h[None, None], c[None, None])
+                    )
                     # The traced gates, put back into the equations, give the module's h and c.
                     c_gates = v["f"][i, t] * c + v["i"][i, t] * v["g"][i, t]
                     torch.testing.assert_close(c_gates, c_mod[0, 0], **close)
@@ -87,7 +90,10 @@ def test_traced_gates_reproduce_the_torch_cell_step_by_step(cell):
                     torch.testing.assert_close(v["c"][i, t], c_mod[0, 0], **close)
                     c = v["c"][i, t]
                 else:
-                    _, h_mod = layer(step_in, h[None, None])
+                    module = (
+                        torch.nn.GRU if cell == "gru" else torch.nn.RNN
+                    )  # the torch module's own
+                    _, h_mod = module.forward(layer, step_in, h[None, None])
                     if cell == "gru":
                         z, n = v["z"][i, t], v["n"][i, t]
                         torch.testing.assert_close((1 - z) * n + z * h, h_mod[0, 0], **close)
@@ -129,10 +135,10 @@ def test_feature_names_regexes_and_bad_specs():
     assert neurons.feature("Start-of_word", tokens)[0] == "start of word"
     name, values = neurons.feature(r"\d+", tokens)
     assert name == r"regex /\d+/" and digits(values) == "00110001"
-    with pytest.raises(ValueError, match="neither a built-in feature"):
+    with pytest.raises(ConfigError, match="neither a built-in feature"):
         neurons.feature("(unclosed", tokens)
     acts = np.random.default_rng(0).normal(size=(1, 8, 3))
-    with pytest.raises(ValueError, match="same on every character"):
+    with pytest.raises(ConfigError, match="same on every character"):
         neurons.rank_by_feature(acts, neurons.feature("z", tokens)[1])
 
 
@@ -150,7 +156,7 @@ def test_rank_by_feature_finds_a_planted_neuron_with_its_sign():
     assert all(target[c.peak] == target.max() for c in best.contexts)  # most active: deepest
     assert len(neurons.rank_by_feature(acts, target, top=3, layer=0)) == 3
     assert {r.layer for r in neurons.rank_by_feature(acts, target, top=6, layer=0)} == {0}
-    with pytest.raises(ValueError, match="--layer 2 is out of range"):
+    with pytest.raises(ConfigError, match="--layer 2 is out of range"):
         neurons.rank_by_feature(acts, target, layer=2)
 
 
@@ -183,24 +189,42 @@ def test_gate_saturation_counts_each_sigmoid_gate_of_each_layer(cell, gates):
 # Clamping -----------------------------------------------------------------------------
 
 
+def clamped_reference(model, ids, held: dict[tuple[int, int], float]):
+    """The clamp written plainly: layer by layer, step by step, each held unit of h set
+    after its layer's step, in the state carried on and in the input of the layer above."""
+    state = [tuple(s[i] for s in model.initial_state(1)) for i in range(model.config.layers)]
+    logits = []
+    for token in ids:
+        x = model.embed(torch.tensor([token]))
+        for i, layer in enumerate(model.layers):
+            new, _ = layer.step(x, state[i])
+            h = new[0].clone()
+            for (li, n), v in held.items():
+                if li == i:
+                    h[0, n] = v
+            state[i] = (h, *new[1:])
+            x = h
+        logits.append(model.decoder(x))
+    return torch.cat(logits), state
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_clamped_forward_without_clamps_is_forward_and_holds_a_clamped_unit(cell):
-    model, ids = make(cell), torch.tensor([random_ids()])
+def test_a_clamp_holds_units_in_the_carried_state_and_in_the_layer_above(cell):
+    model, ids = make(cell), random_ids()
+    held = {(0, 3): 0.75, (1, 5): -0.5}
+    clamp, state, logits = clamp_units(model, held), model.initial_state(1), []
     with torch.no_grad():
-        logits, state = model(ids)
-        same_logits, same_state = clamped_forward(model, {}, ids)
-        torch.testing.assert_close(same_logits, logits)
-        for got, want in zip(same_state, state, strict=True):
-            torch.testing.assert_close(got, want)
-        held_logits, held_state = clamped_forward(model, {(0, 3): 0.75}, ids)
-    assert held_state[0][0, 0, 3].item() == 0.75
-    assert not torch.allclose(held_logits, logits)
-    # Held at every step: one step at a time, the carried state always shows the value.
-    with torch.no_grad():
-        s = None
-        for t in range(ids.shape[1]):
-            _, s = clamped_forward(model, {(1, 5): -0.5}, ids[:, t : t + 1], s)
-            assert s[0][1, 0, 5].item() == -0.5
+        for token in ids:
+            out, state = model.step(torch.tensor([token]), state, clamp=clamp)
+            assert state[0][0, 0, 3].item() == 0.75 and state[0][1, 0, 5].item() == -0.5
+            logits.append(out)
+        want, want_state = clamped_reference(model, ids, held)
+        free, _ = clamped_reference(model, ids, {})
+    torch.testing.assert_close(torch.cat(logits), want)
+    for i, layer_state in enumerate(want_state):
+        for got, expected in zip(state, layer_state, strict=True):
+            torch.testing.assert_close(got[i], expected)
+    assert not torch.allclose(want, free)
 
 
 def test_generate_with_a_clamp_changes_the_sample_and_checks_the_neuron():
@@ -213,10 +237,10 @@ def test_generate_with_a_clamp_changes_the_sample_and_checks_the_neuron():
 
     assert torch.equal(run(None), run({}))
     assert not torch.equal(run(None), run({(1, 0): 1.0, (1, 1): -1.0, (0, 2): 1.0}))
-    with pytest.raises(ValueError, match="no layer 2"):
-        check_clamp(model.config, {(2, 0): 1.0})
-    with pytest.raises(ValueError, match="no neuron 12"):
-        check_clamp(model.config, {(0, 12): 1.0})
+    with pytest.raises(ConfigError, match="no layer 2"):
+        clamp_units(model, {(2, 0): 1.0})
+    with pytest.raises(ConfigError, match="no neuron 12"):
+        clamp_units(model, {(0, 12): 1.0})
 
 
 # The command, end to end --------------------------------------------------------------
@@ -405,11 +429,17 @@ def test_sample_clamp_changes_the_text(run_dir):
         (["inspect-neurons", "RUN", "--text", "Zürich"], "'ü'"),
         (["inspect-neurons", "RUN", "--text", "All", "--gate", "z"], "gates i|f|g|o, not 'z'"),
         (["inspect-neurons", "RUN", "--text", "All", "--state", "h", "--gate", "f"], "--gate f"),
-        (["inspect-neurons", "RUN", "--text", "All", "--state", "x"], "h, c or gates"),
+        (
+            ["inspect-neurons", "RUN", "--text", "All", "--state", "x"],
+            "'x' is not one of 'h', 'c', 'gates'",
+        ),
         (["inspect-neurons", "RUN", "--text", "All", "--neuron", "16"], "0..15"),
         (["inspect-neurons", "RUN", "--text", "All", "--layer", "2"], "--layer 2"),
         (["inspect-neurons", "RUN", "--text", "All", "--find", "[z"], "nor a regex"),
-        (["inspect-neurons", "RUN", "--text", "All", "--on-unknown", "x"], "error | skip | unk"),
+        (
+            ["inspect-neurons", "RUN", "--text", "All", "--on-unknown", "x"],
+            "'error', 'skip', 'unk'",
+        ),
         (["inspect-neurons", "RUN", "--text", "All", "--find", "inside quotes"], "same on every"),
         (["inspect-neurons", "RUN", "--text", "All", "--file", "RUN"], "not both"),
         (["inspect-neurons", "RUN", "--file", "missing.txt"], "cannot read"),

@@ -15,12 +15,14 @@ import pytest
 import safetensors.torch
 import torch
 
+import charrnn as charrnn_api
 from charrnn import checkpoint
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.tokenizer import CharTokenizer
-from charrnn.train import MAX_BAD_STEPS, TrainConfig, fit
+from charrnn.train import TrainConfig, fit
+from charrnn.trainer import MAX_BAD_STEPS
 
-from .conftest import TEXT
+from .conftest import TEXT, job, load_last, start_run
 
 ARGS = ["--layers", "1", "--hidden", "48", "--embedding", "8", "--batch-size", "4",
         "--seq-len", "16", "--dropout", "0.2", "--seed", "3"]  # fmt: skip
@@ -106,8 +108,8 @@ def test_sigkill_during_saves_never_breaks_the_checkpoints(tmp_path, corpus):
         proc.kill()
         proc.wait()
         kills += 1
-        model, _, _ = checkpoint.load_best(run)
-        _, saved = checkpoint.load_last(run)
+        charrnn_api.load(run)
+        _, saved = load_last(run)
         assert saved["progress"]["step"] >= 1
     metrics_lines = checkpoint.read_metrics(run)
     assert len(metrics_lines) >= 10
@@ -121,9 +123,9 @@ def tiny_run(run: Path, **train):
     ids = np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
     torch.manual_seed(0)
     model = RNNLanguageModel(ModelConfig(tok.vocab_size, layers=1, hidden=32, embedding=8))
-    checkpoint.create_run(run, {"model": model.config.to_dict()}, tok)
+    start_run(run, model, tok)
     config = TrainConfig(**{"seq_len": 16, "batch_size": 4, "eval_every": 5, **train})
-    return model, fit(model, tok, ids[:-300], ids[-300:], config, "cpu", run)
+    return model, fit(job(model, tok, ids, config, run))
 
 
 @pytest.fixture
@@ -155,12 +157,12 @@ def test_a_full_disk_is_reported_and_keeps_the_previous_checkpoint(small_disk):
     second = next(r for r in reports if r.kind == "eval")
     assert "No space left on device" in second.message and "previous" in second.message
     assert (run / "last" / "trainer_state.pt").read_bytes() == before
-    checkpoint.load_best(run)
-    checkpoint.load_last(run)
+    charrnn_api.load(run)
+    load_last(run)
     filler.unlink()  # space again: the next save works
     third = next(r for r in reports if r.kind == "eval")
     assert third.message is None
-    assert checkpoint.load_last(run)[1]["progress"]["step"] == 15
+    assert load_last(run)[1]["progress"]["step"] == 15
 
 
 def test_a_write_error_during_save_is_reported(tmp_path, monkeypatch):
@@ -173,7 +175,7 @@ def test_a_write_error_during_save_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "atomic_write", fail)
     report = next(r for r in reports if r.kind == "eval")
     assert "Input/output error" in report.message
-    assert checkpoint.load_last(tmp_path / "run")[1]["progress"]["step"] == 5
+    assert load_last(tmp_path / "run")[1]["progress"]["step"] == 5
 
 
 def poison(model, bad_steps: set[int]):
@@ -209,9 +211,9 @@ def test_divergence_rolls_back_once_with_a_lower_lr_then_stops(tmp_path):
     rollback = next(r for r in reports if r.kind == "rollback")
     assert rollback.progress.step == 10 and rollback.progress.lr_scale == 0.5
     assert "halved" in rollback.message and "lower --lr" in reports[-1].message
-    best, _, config = checkpoint.load_best(run)
+    best = charrnn_api.load(run).model
     assert all(torch.isfinite(p).all() for p in best.parameters())
-    assert all(torch.isfinite(p).all() for p in checkpoint.load_last(run)[0].parameters())
+    assert all(torch.isfinite(p).all() for p in load_last(run)[0].parameters())
 
 
 def test_deterministic_flag_is_recorded_and_runs(tmp_path, corpus):

@@ -7,7 +7,6 @@ from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.sample import (
     SampleConfig,
     Sampler,
-    cell_step,
     filter_logits,
     generate,
     generate_ids,
@@ -117,7 +116,7 @@ def test_device_sampler_equals_the_reference_token_for_token(cell, config):
     assert torch.equal(streamed, expected)
 
 
-def test_cell_step_equals_forward_for_one_token():
+def test_model_step_equals_forward_for_one_token():
     torch.manual_seed(0)
     for cell in ("lstm", "gru", "rnn"):
         m = RNNLanguageModel(ModelConfig(13, cell=cell, layers=2, hidden=16, embedding=8))
@@ -125,7 +124,7 @@ def test_cell_step_equals_forward_for_one_token():
         ids = torch.tensor([1, 5, 7])
         with torch.inference_mode():
             logits, new = m(ids[:, None], state)
-            step_logits, step_state = cell_step(m.eval(), ids, tuple(s.clone() for s in state))
+            step_logits, step_state = m.eval().step(ids, tuple(s.clone() for s in state))
         torch.testing.assert_close(step_logits, logits[:, 0])
         for a, b in zip(step_state, new):
             torch.testing.assert_close(a, b)
@@ -143,7 +142,7 @@ def test_sample_text_drops_eos_and_keeps_the_reference_text():
 
 
 def test_cuda_graphs_are_refused_on_a_cpu():
-    with pytest.raises(ValueError, match="CUDA"):
+    with pytest.raises(AssertionError, match="CUDA"):
         Sampler(model(), SampleConfig(), 0, graph=True)
 
 

@@ -120,11 +120,11 @@ def test_count_chars_is_the_length_of_the_decoded_text_plus_one_per_eos(kind):
 
 
 def test_tokenizer_config_refuses_bad_values():
-    with pytest.raises(ValueError, match="choose char"):
+    with pytest.raises(ValueError, match="--tokenizer 'words': choose one of char, word"):
         TokenizerConfig("words")
     with pytest.raises(ValueError, match="not char"):
         TokenizerConfig("char", vocab_size=100)
-    with pytest.raises(ValueError, match="min_count"):
+    with pytest.raises(ValueError, match="--min-count must be at least 1"):
         TokenizerConfig("word", min_count=0)
     assert isinstance(tokenizers.fit(TokenizerConfig("word"), ["x"]), WordTokenizer)
 

@@ -6,11 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import checkpoint
+from charrnn.errors import ConfigError
+from charrnn.metrics import evaluate
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.tokenizer import CharTokenizer
-from charrnn.train import TrainConfig, evaluate, fit, lr_at
+from charrnn.train import TrainConfig, fit
+from charrnn.trainer import lr_at
 
-from .conftest import TEXT
+from .conftest import TEXT, job, load_last, start_run
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -22,9 +25,11 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_config_wants_exactly_one_duration():
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ConfigError, match="give one of --steps, --epochs, --time-budget"):
         TrainConfig(steps=3, epochs=1)
-    with pytest.raises(ValueError, match="-2"):
+    with pytest.raises(ConfigError, match="give one of"):
+        TrainConfig()
+    with pytest.raises(ConfigError, match="^--steps must be at least 1, not -2$"):
         TrainConfig(steps=-2)
 
 
@@ -57,16 +62,13 @@ def test_evaluate_scores_every_target_once():
 def run_fit(tmp_path, steps, stop_at=None, resume=None, dropout=0.3):
     model, tok, ids = tiny(dropout=dropout)
     if resume is not None:
-        model, resume = checkpoint.load_last(tmp_path)
+        model, resume = load_last(tmp_path)
     else:
-        checkpoint.create_run(tmp_path, {"model": model.config.to_dict()}, tok)
+        start_run(tmp_path, model, tok)
     config = TrainConfig(seq_len=16, batch_size=4, steps=steps, eval_every=5, warmup_steps=3)
-    train_ids, val_ids = ids[:-300], ids[-300:]
     stop = (lambda: bool(reports) and reports[-1].progress.step >= stop_at) if stop_at else None
     reports = []
-    for r in fit(
-        model, tok, train_ids, val_ids, config, "cpu", tmp_path, resume, stop or (lambda: False)
-    ):
+    for r in fit(job(model, tok, ids, config, tmp_path, resume=resume), stop or (lambda: False)):
         reports.append(r)
     return model, reports
 

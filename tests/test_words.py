@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from charrnn import checkpoint
+import charrnn
 from charrnn.cli import app
 
 from .conftest import TEXT
@@ -38,14 +38,15 @@ def test_bits_per_char_is_total_nats_over_ln2_over_characters(tmp_path, kind):
     assert result.exit_code == 0, result.output
     scored = json.loads(result.stdout)
     # the same figure from scratch: one forward pass over <eos> + the text
-    model, tok, _ = checkpoint.load_best(run)
+    loaded = charrnn.load(run)
+    model, tok = loaded.model, loaded.tokenizer
     ids = torch.tensor([[tok.eos_id, *tok.encode(TEXT).tolist()]])
     logits, _ = model(ids[:, :-1])
     nats = F.cross_entropy(logits[0].double(), ids[0, 1:], reduction="sum").item()
     assert scored["chars"] == len(TEXT) and scored["tokens"] == ids.shape[1] - 1
     assert scored["tokens"] < len(TEXT) / 2  # these are words and subwords, not characters
     assert scored["bpc"] == pytest.approx(nats / math.log(2) / len(TEXT), rel=1e-5)
-    assert json.loads((run / "config.json").read_text())["tokenizer"]["type"] == kind
+    assert json.loads((run / "config.json").read_text())["tokenizer"]["tokenizer"] == kind
     if kind == "bpe":
         assert (run / "tokenizer.model").exists()
 
@@ -93,7 +94,7 @@ def test_unknown_prime_error_skip_unk(tmp_path):
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith("Speak, zebra")  # the prime is printed as given
     bad = runner.invoke(app, [*prime, "--on-unknown", "ignore"])
-    assert bad.exit_code == 2 and "choose error | skip | unk" in bad.stderr
+    assert bad.exit_code == 2 and "is not one of 'error', 'skip', 'unk'" in bad.stderr
     char, _, _ = train(tmp_path, "c", TEXT, "--steps", "5")
     no_unk = runner.invoke(app, ["sample", str(char), "--prime", "Spe☃k", "--on-unknown", "unk"])
     assert no_unk.exit_code == 2 and "has no <unk>" in no_unk.stderr

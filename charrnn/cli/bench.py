@@ -11,44 +11,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from charrnn import corpus, tokens
+from charrnn import bench, devices, settings
 from charrnn import sample as sampling
-from charrnn import tokenizer as tokenizers
-from charrnn.cli.common import (
-    AsJson,
-    Device,
-    app,
-    err,
-    resolve_device,
-    user_errors,
-)
-from charrnn.train import resolve_precision
-
-# bench ---------------------------------------------------------------------------------
+from charrnn.cli.app import AsJson, app, command
+from charrnn.cli.options import with_settings
+from charrnn.errors import ConfigError
+from charrnn.model import ModelConfig
+from charrnn.sample import SampleConfig
+from charrnn.settings import option
+from charrnn.train import TrainConfig, resolve_precision
 
 bench_app = typer.Typer(
     help="Measure training and sampling speed against the hardware and a plain reference.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench_app, name="bench", help="Time training or sampling against a plain loop.")
 
-BenchCell = Annotated[str, typer.Option(help="lstm | gru | rnn")]
-BenchLayers = Annotated[int, typer.Option(help="Stacked recurrent layers.")]
-BenchHidden = Annotated[int, typer.Option(help="Units per layer.")]
-BenchEmbedding = Annotated[int, typer.Option(help="Token embedding size.")]
-BenchVocab = Annotated[int, typer.Option(help="Vocabulary of the random token ids.")]
-BenchWarmup = Annotated[int, typer.Option(help="Untimed steps first.")]
-Threads = Annotated[
-    Optional[int], typer.Option(help="CPU threads for torch (default: as train/sample do).")
-]
+THREADS = option("threads", int | None, None, "CPU threads for torch (default: as train and "
+                 "sample choose).", check=settings.at_least(1))  # fmt: skip
+MODEL = {"layers": 2, "hidden": 256, "embedding": 64}  # the bench's shape unless told
 
 
-def bench_setup(device: str, threads: int | None, default: int | None = None) -> torch.device:
+def bench_device(device: str, threads: int | None, default: int | None = None) -> torch.device:
     """The device, and the CPU threads: --threads, or else `default` (on a CPU, when
     OMP_NUM_THREADS is unset, as `charrnn sample` does), or else torch's choice."""
-    if threads is not None and threads < 1:
-        raise typer.BadParameter(f"--threads must be at least 1, not {threads}")
-    dev = resolve_device(device)
+    dev = devices.resolve(device)
     if threads is None and dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         threads = default
     if threads is not None:
@@ -56,73 +44,66 @@ def bench_setup(device: str, threads: int | None, default: int | None = None) ->
     return dev
 
 
-@bench_app.command("train")
+OWN = (bench.VOCAB_SIZE, bench.STEPS, bench.UNTIMED_STEPS, devices.DEVICE, THREADS)
+TRAIN_FLAGS = ["cell", "batch_size", "seq_len", "precision", *MODEL]
+TRAIN_DEFAULTS = {**MODEL, "batch_size": 32, "seq_len": 128, "precision": "auto"}
+SAMPLE_DEFAULTS = {**MODEL, "num_samples": 1, "steps": 500, "untimed_steps": 20}
+
+
+@command("train", summary="Time training steps against a plain PyTorch loop.", parent=bench_app)
+@with_settings(ModelConfig, TrainConfig, *OWN, only=TRAIN_FLAGS, defaults=TRAIN_DEFAULTS)
 def bench_train(
-    cell: BenchCell = "lstm",
-    layers: BenchLayers = 2,
-    hidden: BenchHidden = 256,
-    embedding: BenchEmbedding = 64,
-    vocab_size: BenchVocab = 96,
-    batch_size: Annotated[int, typer.Option(help="Parallel streams of text.")] = 32,
-    seq_len: Annotated[int, typer.Option(help="Tokens per BPTT window.")] = 128,
-    steps: Annotated[int, typer.Option(help="Timed optimizer steps.")] = 20,
-    warmup: BenchWarmup = 3,
-    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (CUDA).")] = "auto",
+    *,
     corpus_: Annotated[
         Optional[str],
-        typer.Option("--corpus", help="Train on this text (default: random token ids)."),
+        typer.Option("--corpus", metavar="FILE", help="Train on this text (default: random "
+                     "token ids)."),
     ] = None,
-    device: Device = "auto",
-    threads: Threads = None,
+    vocab_size: int, steps: int, untimed_steps: int, device: str, threads: Optional[int],
     as_json: AsJson = False,
-):
+    settings: dict,
+):  # fmt: skip
     """Training tokens/s, model FLOP utilisation and peak memory: charrnn's step and a
     plain PyTorch loop on the same data, in this process."""
-    from charrnn import bench
-
-    dev = bench_setup(device, threads)
-    with user_errors():
-        ids, data = None, ""
-        if corpus_ is not None:
-            text = corpus.read([corpus_], "*", "strict")
-            tok, _ = tokens.fit_tokenizer(text, tokenizers.TokenizerConfig("char"))
-            ids, vocab_size = tokens.token_ids(text, tok, "none").ids, tok.vocab_size
-            data = f"{corpus_} ({len(ids):,} char tokens, V {vocab_size})"
-        config = bench.BenchConfig(
-            cell, layers, hidden, embedding, vocab_size, batch_size, seq_len, steps, warmup,
-            resolve_precision(precision, dev),
-        )  # fmt: skip
-        err.print(f"timing charrnn and the reference: {warmup} + {steps} steps each ...")
-        result = bench.bench_train(config, dev, ids, data)
-    render_bench(result, as_json)
+    dev = bench_device(device, threads)
+    ids, data = None, ""
+    if corpus_ is not None:
+        ids, vocab_size = bench.corpus_ids(corpus_)
+        data = f"{corpus_} ({len(ids):,} char tokens, V {vocab_size})"
+    config = bench_config(settings, vocab_size, steps, untimed_steps, dev)
+    typer.echo(f"timing charrnn and the reference: {untimed_steps} + {steps} steps each ...",
+               err=True)  # fmt: skip
+    render_bench(bench.bench_train(config, dev, ids, data), as_json)
 
 
-@bench_app.command("sample")
+@command("sample", summary="Time sampling against a plain one-token loop.", parent=bench_app)
+@with_settings(
+    ModelConfig, SampleConfig, *OWN, only=["cell", "num_samples", *MODEL], defaults=SAMPLE_DEFAULTS
+)
 def bench_sample(
-    cell: BenchCell = "lstm",
-    layers: BenchLayers = 2,
-    hidden: BenchHidden = 256,
-    embedding: BenchEmbedding = 64,
-    vocab_size: BenchVocab = 96,
-    batch_size: Annotated[int, typer.Option(help="Samples made together.")] = 1,
-    steps: Annotated[int, typer.Option(help="Timed tokens per sample.")] = 500,
-    warmup: BenchWarmup = 20,
-    device: Device = "auto",
-    threads: Threads = None,
-    as_json: AsJson = False,
-):
+    *, vocab_size: int, steps: int, untimed_steps: int, device: str, threads: Optional[int],
+    as_json: AsJson = False, settings: dict,
+):  # fmt: skip
     """Sampling tokens/s (characters/s for a char model), MFU and peak memory: charrnn's
     sampler and a plain one-token-at-a-time loop, in this process."""
-    from charrnn import bench
+    num_samples = settings.pop("num_samples")
+    dev = bench_device(device, threads, sampling.cpu_threads(num_samples))  # as `sample` does
+    config = bench_config({**settings, "batch_size": num_samples}, vocab_size, steps,
+                          untimed_steps, dev)  # fmt: skip
+    typer.echo(f"timing charrnn and the reference: {untimed_steps} + {steps} tokens each ...",
+               err=True)  # fmt: skip
+    render_bench(bench.bench_sample(config, dev), as_json)
 
-    dev = bench_setup(device, threads, sampling.cpu_threads(batch_size))  # as `sample` does
-    with user_errors():
-        config = bench.BenchConfig(
-            cell, layers, hidden, embedding, vocab_size, batch_size, 1, steps, warmup
-        )
-        err.print(f"timing charrnn and the reference: {warmup} + {steps} tokens each ...")
-        result = bench.bench_sample(config, dev)
-    render_bench(result, as_json)
+
+def bench_config(given: dict, vocab_size: int, steps: int, untimed: int, dev) -> bench.BenchConfig:
+    """The settings as train checks them (the same flags, the same messages)."""
+    model_given = {k: v for k, v in given.items() if k in ("cell", *MODEL)}
+    model = settings.resolve(ModelConfig, model_given, vocab_size=vocab_size)
+    precision = resolve_precision(given.get("precision", "auto"), dev)
+    if given["batch_size"] < 1 or given.get("seq_len", 1) < 1:
+        raise ConfigError("--batch-size, --seq-len and --num-samples must be at least 1")
+    return bench.BenchConfig(model, given["batch_size"], given.get("seq_len", 1), steps,
+                             untimed, precision)  # fmt: skip
 
 
 def render_bench(result, as_json: bool) -> None:
@@ -130,14 +111,14 @@ def render_bench(result, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
-    c, v = result.config, result.versions
+    c, m, v = result.config, result.config.model, result.versions
     shape = f"--batch-size {c.batch_size}" + (
         f" --seq-len {c.seq_len} --precision {c.precision}" if result.kind == "train" else ""
     )
     out = Console(highlight=False, soft_wrap=True)
     out.print(
-        f"charrnn bench {result.kind}: {c.cell} {c.layers}x{c.hidden}, embedding "
-        f"{c.embedding}, V {c.vocab_size}, {shape}, {c.warmup} + {c.steps} steps; "
+        f"charrnn bench {result.kind}: {m.cell} {m.layers}x{m.hidden}, embedding "
+        f"{m.embedding}, V {m.vocab_size}, {shape}, {c.untimed_steps} + {c.steps} steps; "
         f"data: {result.data}"
     )
     out.print(
@@ -151,11 +132,11 @@ def render_bench(result, as_json: bool) -> None:
     table = Table()
     for col in ("", "tokens/s", "ms/step", "MFU", "peak memory", "loss"):
         table.add_column(col, justify="right")
-    for name, m in (("charrnn", result.ours), ("reference", result.reference)):
-        loss = f"{m.loss:.3f}" if m.loss is not None else "-"
+    for name, r in (("charrnn", result.ours), ("reference", result.reference)):
+        loss = f"{r.loss:.3f}" if r.loss is not None else "-"
         table.add_row(
-            name, f"{m.tokens_per_sec:,.0f}", f"{m.seconds_per_step * 1e3:.2f}",
-            f"{result.mfu(m):.2%}", f"{m.peak_memory / 2**20:,.0f} MiB", loss,
+            name, f"{r.tokens_per_sec:,.0f}", f"{r.seconds_per_step * 1e3:.2f}",
+            f"{result.mfu(r):.2%}", f"{r.peak_memory / 2**20:,.0f} MiB", loss,
         )  # fmt: skip
     ours, ref = result.ours, result.reference
     table.add_row(

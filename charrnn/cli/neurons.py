@@ -11,86 +11,92 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from charrnn import checkpoint, corpus, neurons
+from charrnn import api, checkpoint, corpus, devices, neurons
 from charrnn import sample as sampling
-from charrnn import tokenizer as tokenizers
-from charrnn.cli.common import (
-    Device,
-    Run,
-    UsageError,
-    app,
-    err,
-    resolve_device,
-    user_errors,
-)
+from charrnn.cli.app import RunDir, command, err
+from charrnn.cli.options import with_settings
+from charrnn.errors import ConfigError
+from charrnn.settings import at_least, not_negative, option
+from charrnn.tokenizer import ON_UNKNOWN
 
-ViewColor = Annotated[
-    str,
-    typer.Option(
-        "--color", help="auto (when stdout is a terminal and NO_COLOR is unset) | always | never"
-    ),
-]
 FIND_HELP = (
     "Rank neurons by |Pearson r| with a feature: 'inside quotes', 'bracket depth', "
     "'position in line', 'indentation', 'start of word', 'inside a comment', or a regex "
     "(1 inside a match). Without it: by selectivity (kurtosis)."
 )
+STATE = option(
+    "state", str | None, None,
+    "What is shown and ranked: h, c (as tanh(c)) or gates.  [default: c, or h without c]",
+    choices=("h", "c", "gates"),
+)  # fmt: skip
+COLOR = option(
+    "color", str, "auto", "Colour the view: auto (a terminal, NO_COLOR unset), always or never.",
+    choices=("auto", "always", "never"),
+)  # fmt: skip
+TOP = option("top", int, 10, "Neurons in the ranking (0: none).", check=not_negative)
+MAX_CHARS = option("max_chars", int, 2000, "Trace at most this many characters.", check=at_least(1))
+SAMPLE_SEED = option(
+    "seed", int, 0, "Seed of the sample read when no --text or --file.", check=at_least(0)
+)
+Text_ = Annotated[Optional[str], typer.Option("--text", metavar="TEXT", help="The text to read.")]
+File = Annotated[
+    Optional[Path], typer.Option("--file", metavar="FILE", help="Read the text from a file.")
+]
+Layer = Annotated[
+    Optional[int],
+    typer.Option(metavar="L", help="Layer shown and ranked (default: all; shown: the best)."),
+]
+Neuron = Annotated[
+    Optional[int], typer.Option(metavar="N", help="Neuron shown (default: the best-ranked one).")
+]
+Gate = Annotated[
+    Optional[str],
+    typer.Option(metavar="NAME", help="With --state gates: which one (default: f, or the first)."),
+]
+Find = Annotated[Optional[str], typer.Option(metavar="FEATURE", help=FIND_HELP)]
+GateStats = Annotated[bool, typer.Option("--gate-stats", help="Show each layer's gate saturation.")]
+Html = Annotated[
+    Optional[Path], typer.Option(metavar="FILE", help="Also write a self-contained HTML page.")
+]
 
 
-@app.command("inspect-neurons")
+@command("inspect-neurons", summary="Show what each neuron of a run does over a text.")
+@with_settings(STATE, TOP, MAX_CHARS, ON_UNKNOWN, COLOR, SAMPLE_SEED, devices.DEVICE,
+               defaults={"device": "cpu"})  # fmt: skip
 def inspect_neurons(
-    run: Run,
-    text: Annotated[Optional[str], typer.Option(help="The text to run the model over.")] = None,
-    file: Annotated[Optional[Path], typer.Option(help="Read the text from this file.")] = None,
-    layer: Annotated[
-        Optional[int], typer.Option(help="Layer shown and ranked (default: all; shown: best).")
-    ] = None,
-    neuron: Annotated[
-        Optional[int], typer.Option(help="Neuron shown (default: the best-ranked one).")
-    ] = None,
-    state: Annotated[
-        Optional[str], typer.Option(help="h | c (shown as tanh(c)) | gates. Default: c for lstm.")
-    ] = None,
-    gate: Annotated[
-        Optional[str], typer.Option(help="With --state gates: i|f|g|o (lstm), r|z|n (gru).")
-    ] = None,
-    find: Annotated[Optional[str], typer.Option(help=FIND_HELP)] = None,
-    top: Annotated[int, typer.Option(help="Neurons in the ranking (0: no ranking).")] = 10,
-    gate_stats: Annotated[
-        bool, typer.Option("--gate-stats", help="Show each layer's gate saturation.")
-    ] = False,
-    html: Annotated[
-        Optional[Path], typer.Option(help="Also write a self-contained HTML page here.")
-    ] = None,
-    max_chars: Annotated[int, typer.Option(help="Trace at most this many characters.")] = 2000,
-    on_unknown: Annotated[
-        str, typer.Option(help="Symbols the model never saw: error | skip | unk (word models).")
-    ] = "error",
-    color: ViewColor = "auto",
-    seed: Annotated[
-        int, typer.Option(help="Seed of the sample inspected when no --text/--file is given.")
-    ] = 0,
-    device: Device = "cpu",
+    run_dir: RunDir,
+    *,
+    text: Text_ = None,
+    file: File = None,
+    layer: Layer = None,
+    neuron: Neuron = None,
+    gate: Gate = None,
+    find: Find = None,
+    gate_stats: GateStats = False,
+    html: Html = None,
+    state: Optional[str],
+    top: int,
+    max_chars: int,
+    on_unknown: str,
+    color: str,
+    seed: int,
+    device: str,
 ):
     """Colour text by one neuron's activation with the model's guesses under it, rank the
     neurons, show gate saturation; the view goes to stdout."""
     if text is not None and file is not None:
-        raise typer.BadParameter("give --text or --file, not both")
-    if color not in ("auto", "always", "never"):
-        raise typer.BadParameter(f"--color must be auto, always or never, not {color!r}")
-    if top < 0 or max_chars < 1:
-        raise typer.BadParameter("--top cannot be negative and --max-chars must be at least 1")
-    dev = resolve_device(device)
-    with user_errors():
-        model, tok, _ = checkpoint.load_best(run, dev)
-        name = neurons.state_name(model.config.cell, default_state(model, state, gate), gate)
-        source = inspection_text(model, tok, text, file, max_chars, on_unknown, seed, dev)
-        tr = neurons.trace_text(model, tok, source, on_unknown)
-        acts = neurons.activation(tr, name)  # [L, T, H]
-        ranked, ranking, target = rank_neurons(tr, acts, find, top, layer)
-        shown = shown_neuron(model.config, ranked, layer, neuron)
-        if html is not None:
-            write_page(html, run, tr, tok, ranked, {**ranking, "state": name}, name, shown)
+        raise ConfigError("give --text or --file, not both")
+    dev = devices.resolve(device)
+    run = api.load(run_dir, dev)
+    model, tok = run.model, run.tokenizer
+    name = neurons.state_name(model.config.cell, default_state(model, state, gate), gate)
+    source = inspection_text(model, tok, text, file, max_chars, on_unknown, seed, dev)
+    tr = neurons.trace_text(model, tok, source, on_unknown)
+    acts = neurons.activation(tr, name)  # [L, T, H]
+    ranked, ranking, target = rank_neurons(tr, acts, find, top, layer)
+    shown = shown_neuron(model.config, ranked, layer, neuron)
+    if html is not None:
+        write_page(html, run_dir, tr, tok, ranked, {**ranking, "state": name}, name, shown)
     out = view_console(color)
     plain = out.no_color or out.color_system is None
     render_view(out, tr, tok, acts, name, shown, target, ranking, plain)
@@ -102,9 +108,10 @@ def inspect_neurons(
 
 def default_state(model, state: str | None, gate: str | None) -> str:
     if state is None:
-        return "gates" if gate is not None else "c" if model.config.cell == "lstm" else "h"
+        has_c = "c" in model.config.state_names
+        return "gates" if gate is not None else "c" if has_c else "h"
     if gate is not None and state != "gates":
-        raise UsageError(f"--gate {gate} needs --state gates, not --state {state}")
+        raise ConfigError(f"--gate {gate} needs --state gates, not --state {state}")
     return state
 
 
@@ -115,7 +122,7 @@ def inspection_text(model, tok, text, file, max_chars: int, on_unknown: str, see
         try:
             data = file.read_bytes()
         except OSError as e:
-            raise UsageError(f"{file}: cannot read it ({e.strerror})") from None
+            raise ConfigError(f"{file}: cannot read it ({e.strerror})") from None
         text = corpus.decode(data, str(file))
     if text is None:
         config = sampling.SampleConfig(length=min(max_chars, 500), stop_at_eos=False)
@@ -127,7 +134,7 @@ def inspection_text(model, tok, text, file, max_chars: int, on_unknown: str, see
             style="dim",
         )
     if not text:
-        raise UsageError("the text is empty; give some with --text or --file")
+        raise ConfigError("the text is empty; give some with --text or --file")
     if len(text) > max_chars:
         err.print(f"note: inspecting the first {max_chars:,} of {len(text):,} characters")
         text = text[:max_chars]
@@ -138,22 +145,20 @@ def inspection_text(model, tok, text, file, max_chars: int, on_unknown: str, see
 def check_unknown(tok, text: str, on_unknown: str) -> None:
     """Refuse symbols the model never saw (error), or say how many are left out (skip) or
     read as <unk> (unk); the tokenizer does the leaving out when the text is traced."""
-    if on_unknown not in tokenizers.ON_UNKNOWN:
-        raise UsageError(f"--on-unknown {on_unknown}: choose error | skip | unk")
     if on_unknown == "unk" and tok.unk_id is None:
-        raise UsageError(f"--on-unknown unk: a {tok.kind} model has no <unk>; use skip")
+        raise ConfigError(f"--on-unknown unk: a {tok.kind} model has no <unk>; use skip")
     unknown = tok.unknown(text)
     if not unknown:
         return
     what = "words" if tok.kind == "word" else "characters"
     shown = " ".join(repr(c) for c in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
     if on_unknown == "error":
-        raise UsageError(
+        raise ConfigError(
             f"the text has {what} the model has never seen: {shown} (--on-unknown skip drops "
             "them" + (", unk maps them to <unk>)" if tok.unk_id is not None else ")")
         )
     if len(tok.encode(text, on_unknown)) == 0:
-        raise UsageError(f"the text has only {what} the model has never seen: {shown}")
+        raise ConfigError(f"the text has only {what} the model has never seen: {shown}")
     count = unknown_count(tok, text)
     unseen = f"{what if count > 1 else what[:-1]} the model has never seen"  # 1 word
     message = (
@@ -189,7 +194,7 @@ def shown_neuron(config, ranked, layer: int | None, neuron: int | None) -> tuple
     if neuron is None:
         return ranked[0].layer, ranked[0].neuron
     if not 0 <= neuron < config.hidden:
-        raise UsageError(
+        raise ConfigError(
             f"--neuron {neuron} is out of range: a layer has neurons 0..{config.hidden - 1}"
         )
     return (layer if layer is not None else 0), neuron
@@ -202,7 +207,7 @@ def write_page(path: Path, run: Path, tr, tok, ranked, ranking, name, shown) -> 
         checkpoint.atomic_write(path, page.encode("utf-8"))
         path.chmod(0o644)  # a page to open and share, not a private temporary file
     except OSError as e:
-        raise UsageError(f"{path}: cannot write it ({e.strerror})") from None
+        raise ConfigError(f"{path}: cannot write it ({e.strerror})") from None
     err.print(f"wrote {path} ({len(page.encode()) / 1024:,.0f} KiB); open it in a browser")
 
 
@@ -261,13 +266,13 @@ def view_lines(row: range, tr, tok, values, plain: bool) -> list[Text]:
 
 def render_view(out: Console, tr, tok, acts, name, shown, target, ranking, plain) -> None:
     layer, neuron = shown
-    values = neurons.unit_scale(acts[layer, :, neuron], name)  # [T] in [-1, 1]
+    values = neurons.unit_scale(acts[layer, :, neuron], name, tr.cell)  # [T] in [-1, 1]
     unit = "characters" if tok.kind == "char" else "tokens"
-    head = f"layer {layer}, neuron {neuron}: {neurons.LABELS[name]} over {len(values):,} {unit}"
+    head = f"layer {layer}, neuron {neuron}: {neurons.label(name)} over {len(values):,} {unit}"
     if target is not None:
         r = neurons.pearson(acts[layer, :, neuron][None].astype("float64"), target)[0]
         head += f"; r = {r:+.3f} with {ranking['feature']}"
-    scale = "0 to 1" if neurons.value_range(name)[0] == 0 else "-1 to +1"
+    scale = "0 to 1" if neurons.value_range(name, tr.cell)[0] == 0 else "-1 to +1"
     legend = (
         f"under each line: the activation as a digit, 0 to 9 for {scale}; then the model's 5 "
         f"likeliest next {unit}, likeliest first"

@@ -4,144 +4,93 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from charrnn import checkpoint, corpus, tokens
-from charrnn import tokenizer as tokenizers
-from charrnn.cli.common import (
-    AsJson,
-    Device,
-    EncodingErrors,
-    Glob,
-    Run,
-    UsageError,
-    app,
-    check_encoding_errors,
-    resolve_device,
-    user_errors,
-)
-from charrnn.model import count_parameters
-from charrnn.train import evaluate
-
-# info and eval -------------------------------------------------------------------------
+from charrnn import api, devices, settings
+from charrnn.cli.app import AsJson, RunDir, command
+from charrnn.cli.options import with_settings
+from charrnn.corpus import CorpusConfig
+from charrnn.metrics import EVAL_SEQ_LEN
+from charrnn.tokenizer import ON_UNKNOWN
 
 
-@app.command()
-def info(run: Run, as_json: AsJson = False):
-    """Show a run's configuration, size, progress and vocabulary."""
-    with user_errors():
-        model, tok, config = checkpoint.load_best(run)
-    metrics = checkpoint.read_metrics(run)
-    summary = {
-        "run_dir": str(run),
-        "parameters": count_parameters(model),
-        "step": config.get("step"),
-        "best_val_loss": config.get("best_val_loss"),
-        "best_step": config.get("best_step"),
-        "best_val_bpc": next(
-            (m["val_bpc"] for m in metrics if m["step"] == config.get("best_step")), None
-        ),
-        "evaluations": len(metrics),
-        "vocab_size": tok.vocab_size,
-        "model": config["model"],
-        "train": config["train"],
-        "world_size": config.get("world_size", 1),
-        "tokenizer": config["tokenizer"],
-        "corpus": {k: v for k, v in config["corpus"].items() if k != "sha256"},
-        "versions": config.get("versions", {}),
-    }
+@command(summary="Show a run's settings, size, progress and vocabulary.")
+def info(run_dir: RunDir, as_json: AsJson = False):
+    """Show a run's settings (as the flags that made it), size, progress and vocabulary."""
+    run = api.load(run_dir)
+    summary = api.describe(run)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    out = Console(highlight=False)
-    table = Table(show_header=False, box=None, title=str(run), title_justify="left")
-    m = config["model"]
-    table.add_row("model", f"{m['cell']} {m['layers']}x{m['hidden']}, embedding {m['embedding']}, "
-                  f"dropout {m['dropout']:g}{', tied' if m['tie_weights'] else ''}")  # fmt: skip
+    c = run.config
+    table = Table(show_header=False, box=None, title=str(run_dir), title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("model", " ".join(settings.flags(c.model)))
     table.add_row("parameters", f"{summary['parameters']:,}")
-    table.add_row("steps", f"{summary['step']}")
-    if summary["best_val_loss"] is not None:
-        bpc = f", {summary['best_val_bpc']:.4f} bits/char" if summary["best_val_bpc"] else ""
+    ranks = f"; {c.world_size} ranks, --batch-size per rank" if c.world_size > 1 else ""
+    table.add_row("training", " ".join(settings.flags(c.train)) + ranks)
+    table.add_row("steps", f"{c.step}")
+    if c.best_val_loss is not None:
+        bpc = summary["best_val_bpc"]
+        bpc = f", {bpc:.4f} bits/char" if bpc else ""
         table.add_row(
-            "best val loss",
-            f"{summary['best_val_loss']:.4f} nats/token{bpc} at step {summary['best_step']}",
+            "best val loss", f"{c.best_val_loss:.4f} nats/token{bpc} at step {c.best_step}"
         )
+    table.add_row("tokens", " ".join(settings.flags(c.tokenizer)) + "; " + vocabulary(run))
+    sources = ", ".join(c.sources) or "python"
+    table.add_row("corpus", f"{sources}: {c.files} files, {c.chars:,} chars; "
+                  + " ".join(settings.flags(c.corpus)))  # fmt: skip
+    table.add_row("versions", ", ".join(f"{k} {v}" for k, v in c.versions.items()))
+    Console(highlight=False).print(table)
+
+
+def vocabulary(run) -> str:
+    tok = run.tokenizer
     first = [tok.decode([i]) or "<eos>" for i in range(0, min(tok.vocab_size, 80))]
-    sample_vocab = "".join(first) if tok.kind == "char" else " ".join(map(repr, first[:24]))
-    table.add_row(
-        "vocabulary",
-        f"{tok.vocab_size:,} tokens ({config['tokenizer']['type']}): "
-        + (repr(sample_vocab) if tok.kind == "char" else sample_vocab)
-        + (" ..." if tok.kind != "char" and tok.vocab_size > 24 else ""),
-    )
-    c = config["corpus"]
-    table.add_row(
-        "corpus",
-        f"{', '.join(c['sources']) or 'python'}: {c['files']} files, {c['chars']:,} chars"
-        + (f", --documents {c['documents']}" if c.get("documents", "none") != "none" else ""),
-    )
-    t = config["train"]
-    ranks = (
-        f"{summary['world_size']} ranks, batch_size per rank; " if summary["world_size"] > 1 else ""
-    )
-    table.add_row("training", ranks + ", ".join(f"{k} {v}" for k, v in t.items() if v is not None))
-    table.add_row("versions", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
-    out.print(table)
+    if tok.kind == "char":
+        return f"{tok.vocab_size:,} tokens: {''.join(first)!r}"
+    more = " ..." if tok.vocab_size > 24 else ""
+    return f"{tok.vocab_size:,} tokens: " + " ".join(map(repr, first[:24])) + more
 
 
-@app.command("eval")
+@command("eval", summary="Score a run's best model on any text.")
+@with_settings(CorpusConfig, EVAL_SEQ_LEN, ON_UNKNOWN, devices.DEVICE, skip=["documents"],
+               defaults={"on_unknown": None})  # fmt: skip
 def eval_(
-    run: Run,
-    sources: Annotated[
-        list[str], typer.Argument(metavar="CORPUS...", help="Files or folders to score.")
-    ],
-    glob: Glob = "*",
-    encoding_errors: EncodingErrors = "strict",
-    seq_len: Annotated[int, typer.Option(help="Tokens per window.")] = 256,
-    on_unknown: Annotated[
-        Optional[str],
-        typer.Option(help="Symbols the model never saw: error | skip | unk (word models: unk)."),
-    ] = None,
-    device: Device = "auto",
+    run_dir: RunDir,
+    sources: Annotated[list[str], typer.Argument(metavar="CORPUS", help="Files or folders.")],
+    *,
+    seq_len: int,
+    on_unknown: str | None,
+    device: str,
     as_json: AsJson = False,
+    settings: dict,
 ):
-    """Score a run's best model on any text: loss, bits per character, perplexity."""
-    check_encoding_errors(encoding_errors)
-    dev = resolve_device(device)
-    with user_errors():
-        model, tok, config = checkpoint.load_best(run, dev)
-        on_unknown = on_unknown or ("error" if tok.unk_id is None else "unk")
-        if on_unknown not in tokenizers.ON_UNKNOWN or (on_unknown == "unk" and tok.unk_id is None):
-            raise UsageError(f"--on-unknown {on_unknown}: choose error or skip for this model")
-        text = corpus.read(sources, glob, encoding_errors)
-        documents = config["corpus"].get("documents", "none")
-        if on_unknown == "error":
-            unknown = sorted({s for chunk in text.chunks() for s in tok.unknown(chunk)})
-            if unknown:
-                shown = " ".join(repr(c) for c in unknown[:20])
-                raise UsageError(
-                    f"the text has {len(unknown)} symbols the model has never seen: {shown} "
-                    "(--on-unknown skip leaves them out of the score)"
-                )
-        encoded = tokens.token_ids(text, tok, documents, on_unknown)
-        if len(encoded.ids) < 2:
-            raise UsageError("the text is too short to score")
-        metrics = evaluate(model, encoded.ids, seq_len, tok.count_chars, dev)
-    result = {"run_dir": str(run), **asdict(metrics), "unk": encoded.unknown}
-    if on_unknown == "skip" and documents == "none":  # what the skipped symbols took up
-        result["skipped_chars"] = text.chars - metrics.chars
+    """Score a run's best model on any text: loss, bits per character and perplexity.
+    --on-unknown defaults to error, and to unk for word models."""
+    run = api.load(run_dir, devices.resolve(device))
+    read = settings_of(settings)
+    metrics, unk, skipped = run.score_files(sources, *read, on_unknown, seq_len)
+    result = {"run_dir": str(run_dir), **asdict(metrics), "unk_tokens": unk}
+    if skipped:
+        result["skipped_chars"] = skipped
     if as_json:
         typer.echo(json.dumps(result, indent=2))
-    else:
-        typer.echo(
-            f"loss {metrics.loss:.4f} nats/token  bits/char {metrics.bpc:.4f}  "
-            f"perplexity {metrics.perplexity:.3f}  "
-            f"({metrics.tokens:,} tokens, {metrics.chars:,} chars"
-            + "".join(f", {v:,} {k.replace('_', ' ')}" for k in ("unk", "skipped_chars")
-                      if (v := result.get(k)))
-            + ")"
-        )  # fmt: skip
+        return
+    extra = "".join(f", {v:,} {k.replace('_', ' ')}" for k in ("unk_tokens", "skipped_chars")
+                    if (v := result.get(k)))  # fmt: skip
+    typer.echo(
+        f"loss {metrics.loss:.4f} nats/token  bits/char {metrics.bpc:.4f}  perplexity "
+        f"{metrics.perplexity:.3f} per token  ({metrics.tokens:,} tokens, {metrics.chars:,} "
+        f"chars{extra})"
+    )
+
+
+def settings_of(given: dict) -> tuple[str, str]:
+    config = CorpusConfig(**given)
+    return config.glob, config.encoding_errors

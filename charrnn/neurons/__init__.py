@@ -28,10 +28,17 @@ from charrnn.neurons.features import (
 )
 from charrnn.neurons.page import colour, glyph, html_page, page_data, shade, unit_scale
 from charrnn.neurons.ranking import gate_saturation, pearson, rank_by_feature, rank_by_selectivity
-from charrnn.neurons.tracing import LABELS, activation, state_name, trace, trace_text, value_range
+from charrnn.neurons.tracing import (
+    activation,
+    label,
+    state_name,
+    state_names,
+    trace,
+    trace_text,
+    value_range,
+)
 
 __all__ = [
-    "LABELS",
     "activation",
     "bracket_depth",
     "colour",
@@ -42,6 +49,7 @@ __all__ = [
     "indentation",
     "inside_comment",
     "inside_quotes",
+    "label",
     "page_data",
     "pearson",
     "position_in_line",
@@ -50,6 +58,7 @@ __all__ = [
     "shade",
     "start_of_word",
     "state_name",
+    "state_names",
     "trace",
     "trace_text",
     "unit_scale",

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from charrnn.errors import ConfigError
+
 
 def _quotes(text: str) -> list[str | None]:
     """The open quote character after each character, or None."""
@@ -129,7 +131,7 @@ def feature(spec: str, tokens: Sequence[str]) -> tuple[str, np.ndarray]:
             pattern = re.compile(spec, re.MULTILINE)
         except re.error as e:
             names = ", ".join(FEATURES)
-            raise ValueError(
+            raise ConfigError(
                 f"--find {spec!r} is neither a built-in feature ({names}) nor a regex ({e})"
             ) from None
         name, per_char = f"regex /{spec}/", regex_feature(text, pattern)

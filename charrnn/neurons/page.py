@@ -22,7 +22,7 @@ from importlib import resources
 import numpy as np
 
 from charrnn.neurons.ranking import Ranked, gate_saturation
-from charrnn.neurons.tracing import LABELS, Trace, activation, state_names, value_range
+from charrnn.neurons.tracing import Trace, activation, label, state_names, value_range
 
 RGB = tuple[int, int, int]
 
@@ -60,10 +60,10 @@ def shade(p: float) -> RGB:
     return tuple(round(255 + (e - 255) * min(max(float(p), 0.0), 1.0)) for e in GREEN)
 
 
-def unit_scale(values: np.ndarray, name: str) -> np.ndarray:
+def unit_scale(values: np.ndarray, name: str, cell: str) -> np.ndarray:
     """A trace key's activation mapped onto [-1, 1], the colour scale (gates: 0 -> -1)."""
-    lo, _ = value_range(name)
-    return values * 2 - 1 if lo == 0 else values
+    lo, _ = value_range(name, cell)
+    return np.clip(values * 2 - 1 if lo == 0 else values, -1.0, 1.0)
 
 
 def quantise(values: np.ndarray) -> np.ndarray:
@@ -93,10 +93,10 @@ def page_data(tr: Trace, tokenizer, ranked: list[Ranked], ranking: dict, initial
     L, T, H = tr.values["h"].shape
     states = {}
     for name in state_names(tr.cell):
-        acts = unit_scale(activation(tr, name), name)  # [L, T, H] in [-1, 1]
+        acts = unit_scale(activation(tr, name), name, tr.cell)  # [L, T, H] in [-1, 1]
         states[name] = {
-            "label": LABELS[name],
-            "range": value_range(name),  # what -1 and +1 of the stored scale stand for
+            "label": label(name),
+            "range": value_range(name, tr.cell),  # what -1 and +1 of the stored scale stand for
             "layers": [base64.b64encode(quantise(acts[i]).tobytes()).decode() for i in range(L)],
         }
     guesses = [

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn.neurons.tracing import SIGMOID_GATES, Trace
+from charrnn.cells import CELLS
+from charrnn.errors import ConfigError
+from charrnn.neurons.tracing import Trace
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def _units(acts: np.ndarray) -> np.ndarray:
 
 def _check_layer(acts: np.ndarray, layer: int | None) -> None:
     if layer is not None and not 0 <= layer < acts.shape[0]:
-        raise ValueError(
+        raise ConfigError(
             f"--layer {layer} is out of range: the model has layers 0..{acts.shape[0] - 1}"
         )
 
@@ -104,7 +106,7 @@ def rank_by_feature(
     """Units of acts [L, T, H] ranked by |Pearson r| with target [T], best first."""
     _check_layer(acts, layer)
     if np.ptp(target) == 0:
-        raise ValueError(
+        raise ConfigError(
             "the feature is the same on every character of the text, so no neuron can "
             "correlate with it; give text where it varies"
         )
@@ -131,7 +133,7 @@ def gate_saturation(tr: Trace, low: float = 0.1, high: float = 0.9) -> list[Gate
     """How often each sigmoid gate of each layer is left- (< low) or right-saturated
     (> high) over the trace: Karpathy et al. (2015), figure 3. Empty for an rnn."""
     stats = []
-    for gate in SIGMOID_GATES.get(tr.cell, ()):
+    for gate in CELLS[tr.cell].sigmoid_gates:
         values = tr.values[gate]  # [L, T, H]
         for layer in range(values.shape[0]):
             v = values[layer]

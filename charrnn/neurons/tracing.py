@@ -6,10 +6,9 @@ trace keys (state_names, state_name, LABELS) and what the views show of each (ac
 value_range). It does not own the features of a text (features.py), rankings
 (ranking.py), colours or the page (page.py), nor any printing.
 
-The trace recomputes every step from the layers' own weights with the cell equations
-(PyTorch's gate order: i, f, g, o for lstm; r, z, n for gru), so the gates it shows are
-the ones the trained model computes: its final state equals forward()'s, and
-tests/test_neurons.py checks each step against the torch modules themselves.
+The trace runs the model one step at a time through its step interface (model.step), with
+an observer that keeps each layer's states and gates: the gates it shows are the ones the
+cell computes (cells.py), and its final state equals forward()'s (tested).
 """
 
 from __future__ import annotations
@@ -21,12 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from charrnn.cells import CELLS
+from charrnn.errors import ConfigError
 from charrnn.model import RNNLanguageModel, State
 
-# What a trace holds per cell, besides h: the cell state and the gates, in PyTorch's order.
-GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
-SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z")}  # the ones that saturate at 0, 1
-LABELS = {
+LABELS = {  # how the views name what a trace holds; a name not here is shown as itself
     "h": "hidden state h",
     "c": "tanh(cell state c)",
     "i": "input gate i",
@@ -56,82 +54,34 @@ class Trace:
 # Tracing ------------------------------------------------------------------------------
 
 
-def _weights(layer) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """A single-layer torch module's own parameters: W_ih, W_hh, b_ih, b_hh."""
-    return layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
-
-
-def _lstm(x: Tensor, layer, h: Tensor, c: Tensor) -> dict[str, Tensor]:
-    """One lstm layer over x [T, In] from h, c [H] -> h, c, i, f, g, o, each [T, H]."""
-    w_ih, w_hh, b_ih, b_hh = _weights(layer)
-    x_part = x @ w_ih.T + b_ih  # [T, 4H]: the input's share of every step, all at once
-    out: dict[str, list[Tensor]] = {k: [] for k in "hcifgo"}
-    for t in range(x.shape[0]):
-        i, f, g, o = (x_part[t] + h @ w_hh.T + b_hh).chunk(4)
-        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-        c = f * c + i * g
-        h = o * c.tanh()
-        for k, v in zip("hcifgo", (h, c, i, f, g, o)):
-            out[k].append(v)
-    return {k: torch.stack(v) for k, v in out.items()}
-
-
-def _gru(x: Tensor, layer, h: Tensor) -> dict[str, Tensor]:
-    """One gru layer over x [T, In] from h [H] -> h, r, z, n, each [T, H]."""
-    w_ih, w_hh, b_ih, b_hh = _weights(layer)
-    x_part = x @ w_ih.T + b_ih  # [T, 3H]
-    out: dict[str, list[Tensor]] = {k: [] for k in "hrzn"}
-    for t in range(x.shape[0]):
-        xr, xz, xn = x_part[t].chunk(3)
-        hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3)
-        r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
-        n = (xn + r * hn).tanh()  # the reset gate scales the state's share only
-        h = (1 - z) * n + z * h
-        for k, v in zip("hrzn", (h, r, z, n)):
-            out[k].append(v)
-    return {k: torch.stack(v) for k, v in out.items()}
-
-
-def _rnn(x: Tensor, layer, h: Tensor) -> dict[str, Tensor]:
-    """One tanh rnn layer over x [T, In] from h [H] -> h [T, H]."""
-    w_ih, w_hh, b_ih, b_hh = _weights(layer)
-    x_part = x @ w_ih.T + b_ih  # [T, H]
-    hs = []
-    for t in range(x.shape[0]):
-        h = (x_part[t] + h @ w_hh.T + b_hh).tanh()
-        hs.append(h)
-    return {"h": torch.stack(hs)}
-
-
 @torch.inference_mode()
 def trace(model: RNNLanguageModel, ids: Sequence[int], state: State | None = None) -> Trace:
-    """Run `model` over one sequence of ids [T], keeping every layer's h, c and gates."""
+    """Run `model` over one sequence of ids [T] a step at a time (model.step, as sampling
+    runs it), keeping every layer's states and gates after each step."""
     model.eval()
-    cell = model.config.cell
     device = model.decoder.weight.device
-    if state is None:
-        state = model.initial_state(1, device)
-    x = model.embed(torch.as_tensor(np.asarray(ids), device=device).long())  # [T] -> [T, E]
-    per_layer = []
-    for i, layer in enumerate(model.layers):
-        h0 = state[0][i, 0]  # [H]
-        if cell == "lstm":
-            out = _lstm(x, layer, h0, state[1][i, 0])
-        else:
-            out = (_gru if cell == "gru" else _rnn)(x, layer, h0)
-        per_layer.append(out)
-        x = out["h"]  # [T, H] feeds the next layer (dropout is off in eval)
-    probs = model.decoder(x).float().softmax(-1)  # [T, H] -> [T, V]
+    state = state if state is not None else model.initial_state(1, device)
+    seen: list[list[dict[str, Tensor]]] = []  # [T][L] {name: [1, H]}
+    logits = []
+    for token in np.asarray(ids).tolist():
+        seen.append([])
+        out, state = model.step(
+            torch.tensor([token], device=device), state, observe=lambda i, v: seen[-1].append(v)
+        )
+        logits.append(out[0])  # [V]
+    probs = torch.stack(logits).float().softmax(-1)  # [T, V]
     top = probs.topk(min(TOP, probs.shape[-1]), dim=-1)
-    values = {k: torch.stack([out[k] for out in per_layer]) for k in per_layer[0]}  # [L, T, H]
-    final_keys = ("h", "c") if cell == "lstm" else ("h",)
+    values = {  # name -> [L, T, H]
+        k: torch.stack([torch.cat([step[i][k] for step in seen]) for i in range(len(seen[0]))])
+        for k in seen[0][0]
+    }
     return Trace(
-        cell=cell,
+        cell=model.config.cell,
         ids=np.asarray(ids),
         values={k: v.float().cpu().numpy() for k, v in values.items()},
         top_ids=top.indices.cpu().numpy(),
         top_probs=top.values.cpu().numpy(),
-        final=tuple(values[k][:, -1:].clone() for k in final_keys),  # [L, 1, H]
+        final=tuple(s.clone() for s in state),  # each [L, 1, H]
     )
 
 
@@ -152,26 +102,36 @@ def trace_text(model: RNNLanguageModel, tokenizer, text: str, on_unknown: str = 
 
 
 def state_names(cell: str) -> tuple[str, ...]:
-    """Every trace key of a cell: "h", then "c" for lstm, then its gates."""
-    return ("h", "c", *GATES[cell]) if cell == "lstm" else ("h", *GATES[cell])
+    """Every trace key of a cell: its states ("h", then "c" where it has one), then its gates."""
+    return (*CELLS[cell].state_names, *CELLS[cell].gate_names)
 
 
 def state_name(cell: str, state: str, gate: str | None) -> str:
-    """--state h|c|gates and --gate -> a trace key; ValueError naming what the cell has."""
-    if state == "h":
-        return "h"
-    if state == "c":
-        if cell != "lstm":
-            raise ValueError(f"a {cell} has no cell state c; use --state h or --state gates")
-        return "c"
+    """--state h|c|gates and --gate -> a trace key; ConfigError naming what the cell has."""
+    kind = CELLS[cell]
+    if state in ("h", "c"):
+        if state not in kind.state_names:
+            raise ConfigError(f"a {cell} has no cell state c; use --state h or --state gates")
+        return state
     if state != "gates":
-        raise ValueError(f"--state must be h, c or gates, not {state!r}")
-    if not GATES[cell]:
-        raise ValueError(f"a {cell} has no gates; use --state h")
-    gate = gate if gate is not None else ("f" if cell == "lstm" else "z")
-    if gate not in GATES[cell]:
-        raise ValueError(f"a {cell} has gates {'|'.join(GATES[cell])}, not {gate!r}")
+        raise ConfigError(f"--state must be h, c or gates, not {state!r}")
+    if not kind.gate_names:
+        raise ConfigError(f"a {cell} has no gates; use --state h")
+    default = (
+        "f"
+        if "f" in kind.gate_names
+        else kind.sigmoid_gates[0]
+        if kind.sigmoid_gates
+        else kind.gate_names[0]
+    )
+    gate = gate if gate is not None else default
+    if gate not in kind.gate_names:
+        raise ConfigError(f"a {cell} has gates {'|'.join(kind.gate_names)}, not {gate!r}")
     return gate
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, f"gate {name}")
 
 
 def activation(tr: Trace, name: str) -> np.ndarray:
@@ -180,6 +140,7 @@ def activation(tr: Trace, name: str) -> np.ndarray:
     return np.tanh(tr.values[name]) if name == "c" else tr.values[name]
 
 
-def value_range(name: str) -> tuple[float, float]:
-    """The range a trace key's activation lives in: sigmoid gates [0, 1], the rest [-1, 1]."""
-    return (0.0, 1.0) if name in ("i", "f", "o", "r", "z") else (-1.0, 1.0)
+def value_range(name: str, cell: str) -> tuple[float, float]:
+    """The range a trace key's activation is shown in: a sigmoid gate [0, 1], the rest
+    [-1, 1] (h, tanh(c) and tanh gates live there; an unbounded one is clipped to it)."""
+    return (0.0, 1.0) if name in CELLS[cell].sigmoid_gates else (-1.0, 1.0)

@@ -1,0 +1,153 @@
+"""The Python API: what `import charrnn` offers, and what the commands are built on.
+
+    run = charrnn.load("checkpoints/first", device="cpu")
+    run.sample("ROMEO:", length=200, temperature=0.8, seed=1)   -> list[str]
+    run.stream(...)                                             -> text as it is made
+    run.score(text)                                             -> Metrics
+    charrnn.train("input.txt", run_dir="checkpoints/x", steps=300, on_report=print) -> Run
+
+Errors a user can cause are CharrnnError, with the one-line messages the commands print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from charrnn import checkpoint, corpus, tokens
+from charrnn import sample as sampling
+from charrnn.errors import ConfigError
+from charrnn.metrics import Metrics, evaluate
+from charrnn.model import Clamp, RNNLanguageModel, clamp_units, count_parameters
+from charrnn.run import RunConfig, read_config
+from charrnn.tokenizer import Tokenizer, UnknownSymbols
+
+
+@dataclass
+class Run:
+    """A trained run, loaded: its best model, tokenizer and config; what `charrnn.load`
+    returns, and what the commands sample, score and inspect."""
+
+    dir: Path
+    config: RunConfig
+    model: RNNLanguageModel
+    tokenizer: Tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.decoder.weight.device
+
+    def stream(
+        self, prime: str = "", *, length: int | None = None, temperature: float | None = None,
+        top_k: int | None = None, top_p: float | None = None, num_samples: int | None = None,
+        seed: int | None = None, on_unknown: str = "error", allow_unk: bool = False,
+        clamp: Clamp | None = None,
+    ) -> Iterator[str]:  # fmt: skip
+        """Text as it is made (the prime not included): one sample piece by piece, or
+        several (num_samples) each whole, in order. Options not given take SampleConfig's
+        defaults; `seed` None draws a new one; `clamp` {(layer, neuron): value} holds
+        units of h; `on_unknown` (error, skip, unk) is for prime symbols the model never
+        saw; a word model makes `<unk>` only with `allow_unk`."""
+        options = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                       num_samples=num_samples)  # fmt: skip
+        documents = self.config.corpus.documents
+        config = sampling.sample_config(self.tokenizer, documents, allow_unk, **options)
+        prime_ids = sampling.prime_ids(self.tokenizer, prime, on_unknown)
+        if clamp:
+            clamp_units(self.model, clamp)  # its checks, before any text is made
+        generator = torch.Generator(self.device)
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+        # A model of documents starts each sample where it ended one itself (run_to_eos).
+        burn_in = config.length if documents != "none" and not prime else 0
+        return sampling.texts(
+            self.model, self.tokenizer, prime_ids, config, generator, clamp, burn_in
+        )
+
+    def sample(self, prime: str = "", **options) -> list[str]:
+        """The whole text of each sample, the prime not included (options: stream's)."""
+        if (options.get("num_samples") or 1) > 1:
+            return list(self.stream(prime, **options))
+        return ["".join(self.stream(prime, **options))]
+
+    def score(self, text: str, *, on_unknown: str | None = None, seq_len: int = 256) -> Metrics:
+        """Loss, bits per character and perplexity of the model on `text`, read as the
+        run's training text was (with its --documents). `on_unknown`: error (the default
+        for models without <unk>), skip, or unk (word models' default)."""
+        on_unknown = on_unknown or ("error" if self.tokenizer.unk_id is None else "unk")
+        ids, _ = tokens.ids_of_text(self.tokenizer, text, self.config.corpus.documents,
+                                    on_unknown)  # fmt: skip
+        return score_ids(self, ids, seq_len)
+
+    def score_files(
+        self, sources: list[str], glob: str = "*", encoding_errors: str = "strict",
+        on_unknown: str | None = None, seq_len: int = 256,
+    ) -> tuple[Metrics, int, int]:  # fmt: skip
+        """(metrics, <unk> tokens, characters skipped) of the model on files or folders,
+        read as a corpus is (streamed, cached as token ids)."""
+        on_unknown = on_unknown or ("error" if self.tokenizer.unk_id is None else "unk")
+        if on_unknown == "unk" and self.tokenizer.unk_id is None:
+            raise ConfigError(f"--on-unknown unk: a {self.tokenizer.kind} model has no <unk>; "
+                              "choose error or skip")  # fmt: skip
+        text = corpus.read(sources, glob, encoding_errors)
+        documents = self.config.corpus.documents
+        if on_unknown == "error":
+            unknown = sorted({s for chunk in text.chunks() for s in self.tokenizer.unknown(chunk)})
+            if unknown:
+                shown = " ".join(repr(c) for c in unknown[:20])
+                raise UnknownSymbols(
+                    f"the text has {len(unknown)} symbols the model has never seen: {shown} "
+                    "(--on-unknown skip leaves them out of the score)"
+                )
+        encoded = tokens.token_ids(text, self.tokenizer, documents, on_unknown)
+        metrics = score_ids(self, encoded.ids, seq_len)
+        skipped = text.chars - metrics.chars if on_unknown == "skip" and documents == "none" else 0
+        return metrics, encoded.unknown, skipped
+
+
+def score_ids(run: Run, ids, seq_len: int) -> Metrics:
+    if len(ids) < 2:
+        raise ConfigError("the text is too short to score: it needs at least one token")
+    if seq_len < 1:
+        raise ConfigError(f"--seq-len must be at least 1, not {seq_len}")
+    return evaluate(run.model, ids, seq_len, run.tokenizer.count_chars, run.device)
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
+    """The best model of a run directory, with its tokenizer and config, on `device` (a run
+    trained on a GPU loads on a CPU as it is: safetensors has no devices)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    tok = checkpoint.load_tokenizer(run_dir, config.model.vocab_size)
+    model = checkpoint.load_best(run_dir, config.model, device).eval()
+    return Run(run_dir, config, model, tok)
+
+
+def describe(run: Run) -> dict:
+    """What `charrnn info` shows: the settings, size, progress and versions of a run."""
+    c, metrics = run.config, checkpoint.read_metrics(run.dir)
+    best = next((m for m in metrics if m.get("step") == c.best_step), {})
+    return {
+        "run_dir": str(run.dir),
+        "parameters": count_parameters(run.model),
+        "step": c.step,
+        "best_val_loss": c.best_val_loss,
+        "best_step": c.best_step,
+        "best_val_bpc": best.get("val_bpc"),
+        "evaluations": len(metrics),
+        "vocab_size": run.tokenizer.vocab_size,
+        "world_size": c.world_size,
+        **{
+            name: part.to_dict()
+            for name, part in (("model", c.model), ("train", c.train), ("tokenizer", c.tokenizer))
+        },  # fmt: skip
+        "corpus": {
+            **c.corpus.to_dict(),
+            "sources": list(c.sources),
+            "files": c.files,
+            "chars": c.chars,
+        },  # fmt: skip
+        "versions": c.versions,
+    }

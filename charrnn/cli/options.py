@@ -1,0 +1,173 @@
+"""Typer options made from the settings' declarations (charrnn/settings.py): a setting's
+flag, metavar, choices, help and defaults are written there once and read here.
+
+    @command(summary="...")
+    @with_settings(ModelConfig, TrainConfig, DEVICE)
+    def train(sources: ..., *, device: str, settings: dict): ...
+
+adds one option per setting, after the command's arguments and before its own options. The
+settings of config classes reach the command as one dict, `settings`, of the ones given on
+the command line (the library fills in the rest); a standalone option (settings.option())
+reaches it as its own keyword argument, its default applied.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Optional
+
+import typer
+
+from charrnn import settings as declarations
+from charrnn.errors import ConfigError
+from charrnn.settings import Declared
+
+METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
+def _number(kind: type, name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {name}") from None
+
+    return parse
+
+
+NUMBERS = {int: _number(int, "a whole number"), float: _number(float, "a number")}
+LONGEST_CHOICE_METAVAR = 24  # longer lists of choices go in the help, behind a NAME
+
+
+def declared_of(sources: Iterable[Any]) -> list[Declared]:
+    """The settings of config classes and standalone options, in order; a standalone option
+    stands in for a class's setting of the same name."""
+    sources = list(sources)
+    own = {s.name for s in sources if isinstance(s, Declared)}
+    out = []
+    for source in sources:
+        if isinstance(source, Declared):
+            out.append(source)
+        else:
+            out += [d for d in declarations.declared(source) if d.setting.cli and d.name not in own]
+    return out
+
+
+def default_text(d: Declared, default: Any = inspect.Parameter.empty) -> str:
+    """' [default: cpu 512, cuda 1024]': the defaults as --help states them."""
+    if d.base_type is bool:
+        show = lambda v: d.flag if v else "--no-" + d.flag[2:]  # noqa: E731
+    else:
+        show = d.text
+    if default is not inspect.Parameter.empty:
+        parts = [show(default)] if default is not None else []
+    else:
+        by = d.setting.by
+        label = "cpu " if any("cuda" in key for key in by) and "cpu" not in by else ""
+        parts = [f"{label}{show(d.default)}"] if d.default is not None else []
+        parts += [f"{key} {show(value)}" for key, value in d.setting.by.items()]
+    return f"  [default: {', '.join(parts)}]" if parts else ""
+
+
+def metavar(d: Declared) -> str:
+    if d.setting.metavar:
+        return d.setting.metavar
+    choices = "|".join(d.setting.choices)
+    if choices and len(choices) + 2 <= LONGEST_CHOICE_METAVAR:
+        return f"[{choices}]"
+    return "NAME" if choices else METAVARS[d.base_type]
+
+
+def parameter(d: Declared, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """The Typer parameter of a setting; None as its value means "not given"."""
+    text = d.setting.help
+    if d.setting.choices and metavar(d) == "NAME":
+        text += f" One of: {', '.join(d.setting.choices)}."
+    text += default_text(d, default)
+    kind: Any = d.base_type
+    extra: dict[str, Any] = {}
+    if d.base_type is bool:
+        decls = [f"{d.flag}/--no-{d.flag[2:]}"]
+    else:
+        decls, extra["metavar"] = [d.flag], metavar(d)
+    if d.setting.choices:
+        kind = enum.Enum(d.name, {c: c for c in d.setting.choices}, type=str)
+    elif d.setting.parse is not None or kind in NUMBERS:
+        extra["parser"] = _parser(d.setting.parse or NUMBERS[kind])
+    info = typer.Option(*decls, help=text, show_default=False, **extra)
+    value = None if default is inspect.Parameter.empty else default
+    return inspect.Parameter(
+        d.name, inspect.Parameter.KEYWORD_ONLY, default=value,
+        annotation=Annotated[Optional[kind], info],
+    )  # fmt: skip
+
+
+def _parser(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parser(text: Any) -> Any:
+        if not isinstance(text, str):  # Typer parses the default too: it is a value already
+            return text
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+
+    return parser
+
+
+def _is_argument(p: inspect.Parameter) -> bool:
+    metadata = getattr(p.annotation, "__metadata__", ())
+    return any(isinstance(m, typer.models.ArgumentInfo) for m in metadata)
+
+
+def with_settings(
+    *sources: Any, defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+):  # fmt: skip
+    """Add an option for every setting of `sources` (config classes or standalone options)
+    to a command, but those in `skip` (or those not in `only`); `defaults` overrides what
+    this command defaults them to. A standalone option's value is checked here."""
+    defaults, skip = dict(defaults or {}), set(skip)
+    standalone = {s.name for s in sources if isinstance(s, Declared)}
+    found = [d for d in declared_of(sources) if d.name in standalone or (
+        d.name not in skip and (only is None or d.name in only))]  # fmt: skip
+
+    def decorate(func):
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
+               if p.name != "settings" and p.name not in standalone]  # fmt: skip
+
+        def default(d: Declared) -> Any:  # a config's setting: "not given", the library's
+            if d.name in defaults:
+                return defaults[d.name]
+            return d.default if d.name in standalone else inspect.Parameter.empty
+
+        added = [parameter(d, default(d)) for d in found]
+        args = [p for p in own if _is_argument(p)]
+        rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if not _is_argument(p)]
+
+        @functools.wraps(func)
+        def wrapper(*a, **kwargs):
+            given = {d.name: _plain(kwargs.pop(d.name, None)) for d in found}
+            for d in found:
+                if d.name in standalone:
+                    kwargs[d.name] = value = given.pop(d.name)
+                    problem = None if value is None and d.name in defaults else d.problem(value)
+                    if problem is not None:
+                        raise ConfigError(f"{d.flag} {problem}")
+            if "settings" in inspect.signature(func).parameters:
+                kwargs["settings"] = {k: v for k, v in given.items() if v is not None}
+            return func(*a, **kwargs)
+
+        params = [*args, *rest, *added]  # arguments, the command's own options, settings
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__  # Typer reads the signature above, not func's
+        return wrapper
+
+    return decorate
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value

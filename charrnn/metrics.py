@@ -1,0 +1,77 @@
+"""How well a model predicts a text, in the units people compare: Metrics and evaluate().
+
+Loss is nats per token; bits per character divide the total nats by ln 2 and by the
+characters the scored tokens decode to (tokenizer.count_chars), so models with different
+tokenizers of the same text compare directly. evaluate() scores every target of a text
+exactly once, read as up to EVAL_STREAMS parallel streams. Nothing here trains or writes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charrnn.data import Streams
+from charrnn.distributed import SINGLE, World
+from charrnn.model import RNNLanguageModel
+from charrnn.settings import at_least, option
+
+EVAL_STREAMS = 16  # validation is read as 16 streams whatever the training batch size
+EVAL_SEQ_LEN = option(
+    "seq_len", int, 256, "Tokens per window the text is read in.", check=at_least(1)
+)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Loss of a model on a text, in the units people compare."""
+
+    loss: float  # nats per token
+    bpc: float  # bits per character of the text the tokens decode to
+    perplexity: float  # per token
+    tokens: int
+    chars: int
+
+    @classmethod
+    def of(cls, nats: float, tokens: int, chars: int) -> Metrics:
+        loss = nats / tokens
+        return cls(loss, nats / math.log(2) / chars, math.exp(min(loss, 700.0)), tokens, chars)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: RNNLanguageModel, ids: np.ndarray, seq_len: int, count_chars, device,
+    world: World = SINGLE,
+) -> Metrics:  # fmt: skip
+    """Loss over every target of `ids` (all but the first token), read as up to 16 streams.
+
+    The tokens left over after cutting the streams continue the last stream, from its
+    final state, so no target is skipped. On several ranks each reads its share of the
+    streams (the last rank the tail) and the sums are added up: every rank gets the same
+    figures.
+    """
+    was_training = model.training
+    model.eval()
+    streams_b = max(1, min(EVAL_STREAMS, (len(ids) - 1) // seq_len))
+    streams = Streams.of(ids, streams_b)
+    mine = streams.shard(world.rank, world.size)  # all of them on one rank
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    state = None
+    for x, y in mine.windows(seq_len) if mine.batch_size else ():
+        logits, state = model(x.to(device, torch.long), state)
+        nats += F.cross_entropy(
+            logits.flatten(0, 1).float(), y.to(device, torch.long).flatten(), reduction="sum"
+        )
+    tail = streams_b * streams.length  # inputs ids[tail:-1], targets ids[tail+1:]
+    if tail < len(ids) - 1 and world.rank == world.size - 1:
+        x = torch.from_numpy(np.asarray(ids[tail:-1], dtype=np.int64))[None].to(device)
+        y = torch.from_numpy(np.asarray(ids[tail + 1 :], dtype=np.int64)).to(device)
+        last = tuple(s[:, -1:].contiguous() for s in state)  # the last stream's final state
+        logits, _ = model(x, last)
+        nats += F.cross_entropy(logits[0].float(), y, reduction="sum")
+    model.train(was_training)
+    return Metrics.of(world.sum_(nats).item(), len(ids) - 1, count_chars(ids[1:]))

@@ -1,0 +1,353 @@
+"""A run directory as a value: what its config.json holds (RunConfig), and making a run
+ready to train, new (create) or carried on (resume). (api.load() loads one to use it.)
+
+    config.json, format_version 2
+      model, train, tokenizer   ModelConfig, TrainConfig, TokenizerConfig: every key is a
+                                setting's name (settings.py); tokenizer holds what was asked
+      corpus                    CorpusConfig, and what reading it gave: sources, files,
+                                chars, sha256
+      world_size                ranks of the latest session (train.batch_size is per rank)
+      step, best_val_loss, best_step    progress, updated at each evaluation
+      versions                  charrnn, torch and python of the session that wrote it
+
+Older format versions keep loading: migrate() is the one place that reads them. Every rule
+of resuming lives in resume(): the model, tokenizer and corpus settings stay, the duration
+may change, the text must be the same, and the streams are shared evenly among the ranks.
+Set-up returns notes for the caller to show; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn import __version__, checkpoint, corpus, data, settings, tokens
+from charrnn import sample as sampling
+from charrnn.checkpoint import CheckpointError
+from charrnn.corpus import CorpusConfig
+from charrnn.distributed import SINGLE, World
+from charrnn.errors import ConfigError
+from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.tokenizer import Tokenizer, TokenizerConfig
+from charrnn.train import TrainConfig, resolve_precision
+from charrnn.trainer import Job
+
+SECTIONS = {"model": ModelConfig, "train": TrainConfig, "tokenizer": TokenizerConfig}
+READ_RECORD = ("sources", "files", "chars", "sha256")  # corpus: what reading it gave
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """config.json of a run directory, checked."""
+
+    model: ModelConfig
+    train: TrainConfig
+    tokenizer: TokenizerConfig
+    corpus: CorpusConfig
+    sources: tuple[str, ...]  # what was given to read (none: the built-in python corpus)
+    files: int
+    chars: int
+    sha256: str  # of the text: a resumed run checks it reads the same text
+    world_size: int = 1
+    step: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    versions: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        read = {"sources": list(self.sources), "files": self.files, "chars": self.chars,
+                "sha256": self.sha256}  # fmt: skip
+        return {
+            "format_version": checkpoint.FORMAT_VERSION,
+            **{name: getattr(self, name).to_dict() for name in SECTIONS},
+            "corpus": {**self.corpus.to_dict(), **read},
+            "world_size": self.world_size, "step": self.step,
+            "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+            "versions": self.versions,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], path: Path) -> RunConfig:
+        """The config of a migrated config.json; CheckpointError naming what is wrong."""
+        parts = {name: _settings(kind, _section(data, name, path), name, path)
+                 for name, kind in SECTIONS.items()}  # fmt: skip
+        read = _section(data, "corpus", path)
+        missing = [k for k in READ_RECORD if k not in read]
+        if missing:
+            raise CheckpointError(f"{path}: the corpus section has no {', '.join(missing)}")
+        chosen = {k: v for k, v in read.items() if k not in READ_RECORD}
+        try:
+            return cls(
+                **parts, corpus=_settings(CorpusConfig, chosen, "corpus", path),
+                sources=tuple(read["sources"]), files=int(read["files"]),
+                chars=int(read["chars"]), sha256=str(read["sha256"]),
+                world_size=int(data.get("world_size", 1)), step=int(data.get("step", 0)),
+                best_val_loss=data.get("best_val_loss"), best_step=data.get("best_step"),
+                versions=dict(data.get("versions") or {}),
+            )  # fmt: skip
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: a value has the wrong type ({e})") from None
+
+
+def _section(data: Mapping, name: str, path: Path) -> dict:
+    section = data.get(name)
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{path}: no {name!r} section; not a config.json charrnn wrote")
+    return section
+
+
+def _settings(cls: type, values: dict, name: str, path: Path):
+    known = {d.name for d in settings.declared(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CheckpointError(f"{path}: unknown {name} settings {unknown} (a newer charrnn?)")
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: bad {name} settings ({e})") from None
+
+
+def migrate(data: dict, path: Path) -> dict:
+    """config.json of any format version charrnn has written -> the current one's keys."""
+    version = data.get("format_version")
+    if version == 1:  # the tokenizer's kind was "type", the asked vocabulary size another key
+        tok = data.get("tokenizer")
+        if isinstance(tok, dict):
+            tok = {"tokenizer": tok.get("type"), "vocab_size": tok.get("requested_vocab_size"),
+                   "min_count": tok.get("min_count", 1)}  # fmt: skip
+        return {**data, "format_version": checkpoint.FORMAT_VERSION, "tokenizer": tok}
+    if version != checkpoint.FORMAT_VERSION:
+        newer = isinstance(version, int) and version > checkpoint.FORMAT_VERSION
+        raise CheckpointError(
+            f"{path}: format_version {version!r}; this charrnn reads 1 to "
+            f"{checkpoint.FORMAT_VERSION}" + ("; upgrade charrnn to read it" if newer else "")
+        )
+    return data
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / checkpoint.CONFIG
+    return RunConfig.from_json(migrate(checkpoint.read_config(run_dir), path), path)
+
+
+# Set-up -------------------------------------------------------------------------------
+
+
+def context(device: torch.device, tokenizer: str | None) -> tuple[str, str]:
+    """What the defaults depend on: the device type and the tokenizer."""
+    return torch.device(device).type, tokenizer or "char"
+
+
+def create(
+    sources: list[str], given: Mapping[str, Any], device: torch.device,
+    run_dir: Path | None = None, world: World = SINGLE,
+) -> Job:  # fmt: skip
+    """A new run: every setting `given` (None: the default for this device and tokenizer)
+    checked, the corpus read and encoded (rank 0 first; the others read its cache), the
+    model built and the run directory started (by rank 0)."""
+    model_given, train_given, tok_given, corpus_given = split(given)
+    ctx = context(device, tok_given.get("tokenizer"))
+    train_given["precision"] = resolve_precision(train_given.get("precision", "auto"), device)
+    corpus_cfg = settings.resolve(CorpusConfig, corpus_given)
+    tok_cfg = settings.resolve(TokenizerConfig, tok_given, ctx)
+    settings.resolve(ModelConfig, model_given, ctx, vocab_size=1)  # its checks, before reading
+    train_cfg = settings.resolve(TrainConfig, train_given, ctx)
+    out = target_dir(run_dir, sources, model_given.get("cell", "lstm"), world)
+    text = corpus.read(sources, corpus_cfg.glob, corpus_cfg.encoding_errors)
+    tok, ids, how = encode_on_ranks(text, tok_cfg, corpus_cfg.documents, world)
+    model_cfg = settings.resolve(ModelConfig, model_given, ctx, vocab_size=tok.vocab_size)
+    train_ids, val_ids = data.split(ids, train_cfg.val_frac)
+    train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids), world.size)
+    config = RunConfig(
+        model_cfg, train_cfg, tok_cfg, corpus_cfg, tuple(sources), len(text.files), text.chars,
+        text.sha256, world_size=world.size, versions=versions(),
+    )  # fmt: skip
+    notes = [
+        ("info", describe(config, device, world, given)),
+        ("warning", note),
+        ("info", corpus_line(config, tok, len(train_ids), len(val_ids))),
+        ("detail", how),
+    ]
+    torch.manual_seed(train_cfg.seed)
+    model = RNNLanguageModel(model_cfg).to(device)
+    if world.is_main:
+        checkpoint.create_run(out, config.to_json(), tok)
+    preview = sampling.sample_config(tok, corpus_cfg.documents, length=200, temperature=0.8)
+    return Job(model, tok, train_ids, val_ids, train_cfg, device, out, world, None, preview,
+               [n for n in notes if n[1]])  # fmt: skip
+
+
+def resume(
+    run_dir: Path, sources: list[str], given: Mapping[str, Any], device: torch.device,
+    world: World = SINGLE,
+) -> Job:  # fmt: skip
+    """Carry on a run from last/. Every rank reads the run directory (on several nodes it
+    must be on a shared filesystem). Settings given must agree with the run's, except the
+    duration (--steps, --epochs, --time-budget), which a resumed run may be given anew."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    tok = checkpoint.load_tokenizer(run_dir, config.model.vocab_size)
+    model_given, train_given, tok_given, corpus_given = split(given)
+    if "precision" in train_given:
+        train_given["precision"] = resolve_precision(train_given["precision"], device)
+    train, note = reshard(config, run_dir, world)
+    for old, new in ((config.model, model_given), (config.tokenizer, tok_given),
+                     (config.corpus, corpus_given), (train, train_given)):  # fmt: skip
+        refuse_changes(old, new)
+    train = settings.update(train, train_given)  # a new duration replaces the old one
+    text = corpus.read(
+        list(sources or config.sources), config.corpus.glob, config.corpus.encoding_errors
+    )
+    if text.sha256 != config.sha256:
+        raise ConfigError(
+            f"the corpus differs from the one {run_dir} was trained on ({config.chars:,} chars, "
+            f"sha256 {config.sha256[:12]}...); resume with the same text"
+        )
+    encoded = tokens.token_ids(text, tok, config.corpus.documents)
+    train_ids, val_ids = data.split(encoded.ids, train.val_frac)
+    model, saved = checkpoint.load_last(run_dir, config.model, device)
+    if world.is_main:
+        checkpoint.remove_leftovers(run_dir)
+        config = replace(config, train=train, world_size=world.size)
+        checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_json())
+    line = describe(replace(config, train=train), device, world, given, resumed=True)
+    step = saved.get("progress", {}).get("step") if isinstance(saved, dict) else None
+    notes = [("info", line), ("info", f"resuming {run_dir} at step {step}" + note)]
+    preview = sampling.sample_config(tok, config.corpus.documents, length=200, temperature=0.8)
+    return Job(model, tok, train_ids, val_ids, train, device, run_dir, world, saved, preview,
+               notes)  # fmt: skip
+
+
+def split(given: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The settings given (not None), shared out as model, train, tokenizer and corpus ones."""
+    present = {k: v for k, v in given.items() if v is not None}
+    return settings.split(present, ModelConfig, TrainConfig, TokenizerConfig, CorpusConfig)
+
+
+def refuse_changes(old: Any, given: Mapping[str, Any]) -> None:
+    """ConfigError for a setting a resumed run keeps that is given another value."""
+    for d, was, now in settings.changed(old, given):
+        if d.setting.on_resume == "keep":
+            raise ConfigError(
+                f"{d.flag} {d.text(now)} differs from the run's {d.text(was)}; a resumed run "
+                "keeps its settings (start a new run to change them)"
+            )
+
+
+def reshard(config: RunConfig, run_dir: Path, world: World) -> tuple[TrainConfig, str]:
+    """The run's TrainConfig for this number of ranks: a run keeps its streams for life,
+    and each of N ranks reads streams / N of them."""
+    ranks, batch = config.world_size, config.train.batch_size
+    if ranks == world.size:
+        return config.train, ""
+    streams = batch * ranks
+    if streams % world.size:
+        raise ConfigError(
+            f"{run_dir} reads {streams} streams ({ranks} ranks x --batch-size {batch}); "
+            f"{world.size} ranks cannot share them evenly: resume on a number of ranks that "
+            f"divides {streams}"
+        )
+    per_rank = streams // world.size
+    note = (
+        f"; it read {streams} streams as {ranks} x batch {batch}; on {world.size} ranks it "
+        f"reads the same streams, {per_rank} per rank"
+    )
+    return replace(config.train, batch_size=per_rank), note
+
+
+def target_dir(run_dir: Path | None, sources: list[str], cell: str, world: World) -> Path:
+    """--run-dir, or a new folder under checkpoints/; never one that already holds a run."""
+    if world.size > 1 and run_dir is None:
+        raise ConfigError("with torchrun, give --run-dir: the ranks must agree on where to save")
+    if run_dir is None:
+        name = Path(sources[0]).stem if sources else "python"
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("checkpoints") / f"{name or 'corpus'}-{cell}-{stamp}"
+    if world.is_main and (Path(run_dir) / checkpoint.CONFIG).exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick "
+            "another --run-dir"
+        )
+    return Path(run_dir)
+
+
+def encode_on_ranks(text, tok_cfg: TokenizerConfig, documents: str, world: World):
+    """(tokenizer, ids, how they were made): rank 0 fits and encodes first, the others then
+    read its cache."""
+    if world.is_main:
+        out = tokens.encode(text, tok_cfg, documents)
+    world.barrier()
+    if not world.is_main:
+        out = tokens.encode(text, tok_cfg, documents)
+    return out
+
+
+def fit_batch_size(
+    train_cfg: TrainConfig, n_train: int, n_val: int, ranks: int = 1
+) -> tuple[TrainConfig, str]:
+    """Shrink the batch (per rank) for a small corpus, returning a note that says so;
+    refuse a corpus too small to train on."""
+    streams = data.max_batch_size(n_train, train_cfg.seq_len)
+    if 1 <= streams < ranks:
+        raise ConfigError(
+            f"the corpus fills only {streams} streams of --seq-len {train_cfg.seq_len}, fewer "
+            f"than the {ranks} ranks; give more text, a shorter --seq-len or fewer ranks"
+        )
+    most = streams // ranks
+    if most < 1 or n_val < 2:
+        raise ConfigError(
+            f"the corpus is too small: {n_train} training and {n_val} validation tokens "
+            f"cannot fill one window of --seq-len {train_cfg.seq_len}; give more text or a "
+            "shorter --seq-len"
+        )
+    if most >= train_cfg.batch_size:
+        return train_cfg, ""
+    per_rank = f" ({most} per rank)" if ranks > 1 else ""
+    note = (
+        f"note: the corpus fills only {most * ranks} streams of --seq-len {train_cfg.seq_len}"
+        f"{per_rank}; using --batch-size {most} instead of {train_cfg.batch_size}"
+    )
+    return replace(train_cfg, batch_size=most), note
+
+
+def describe(
+    config: RunConfig, device: torch.device, world: World, given: Mapping[str, Any],
+    resumed: bool = False,
+) -> str:  # fmt: skip
+    """The first line of `charrnn train`: where it runs, and every setting whose default
+    depends on the device or tokenizer, or that was given."""
+    device = torch.device(device)
+    named = [k for k, v in given.items() if v is not None]
+    flags = [f for part in (config.model, config.train, config.tokenizer, config.corpus)
+             for f in settings.describe(part, named)]  # fmt: skip
+    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
+    where = f"{device}"
+    if world.size > 1:
+        n, b = world.size, config.train.batch_size
+        where = f"{n} ranks x {device.type}"
+        flags = [f"{f} per rank ({n} ranks x batch {b} = {n * b} streams)"
+                 if f.startswith("--batch-size ") else f for f in flags]  # fmt: skip
+    how = "resumed; defaults" if resumed else "defaults"
+    return (
+        f"charrnn {__version__} on {where}{threads}: {' '.join(flags)} ({how} for "
+        f"{device.type}; flags override)"
+    )
+
+
+def corpus_line(config: RunConfig, tok: Tokenizer, n_train: int, n_val: int) -> str:
+    sources = ", ".join(config.sources) or "python (the standard library)"
+    return (
+        f"corpus: {sources}: {config.files} files, {config.chars:,} chars, "
+        f"{tok.vocab_size:,} {tok.kind} tokens in the vocabulary; {n_train:,} train / "
+        f"{n_val:,} val tokens"
+    )
+
+
+def versions() -> dict[str, str]:
+    return {"charrnn": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
