@@ -144,6 +144,14 @@ def default_of(cls: type, name: str, context: Iterable[str] = ()) -> Any:
     return next(d for d in declared(cls) if d.name == name).default_in(context)
 
 
+def check_values(cls: type, values: Mapping[str, Any]) -> None:
+    """Check some settings of `cls` without making one; ConfigError naming the first bad
+    one's flag (for a command that takes a few of a config's settings)."""
+    for d in declared(cls):
+        if d.name in values and (problem := d.problem(values[d.name])) is not None:
+            raise ConfigError(f"{d.flag} {problem}")
+
+
 def validate(config: Any) -> None:
     """Check every setting of a config dataclass; ConfigError naming the first bad one's flag.
     A whole number given for a number (`lr=1`) becomes a float, so JSON reads it back alike."""

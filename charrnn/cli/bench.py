@@ -11,11 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from charrnn import bench, devices, settings
+from charrnn import bench, devices
 from charrnn import sample as sampling
+from charrnn import settings as settings_
 from charrnn.cli.app import AsJson, app, command
 from charrnn.cli.options import with_settings
-from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig
 from charrnn.sample import SampleConfig
 from charrnn.settings import option
@@ -29,7 +29,7 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench", help="Time training or sampling against a plain loop.")
 
 THREADS = option("threads", int | None, None, "CPU threads for torch (default: as train and "
-                 "sample choose).", check=settings.at_least(1))  # fmt: skip
+                 "sample choose).", check=settings_.at_least(1))  # fmt: skip
 MODEL = {"layers": 2, "hidden": 256, "embedding": 64}  # the bench's shape unless told
 
 
@@ -86,6 +86,7 @@ def bench_sample(
 ):  # fmt: skip
     """Sampling tokens/s (characters/s for a char model), MFU and peak memory: charrnn's
     sampler and a plain one-token-at-a-time loop, in this process."""
+    settings_.check_values(SampleConfig, settings)
     num_samples = settings.pop("num_samples")
     dev = bench_device(device, threads, sampling.cpu_threads(num_samples))  # as `sample` does
     config = bench_config({**settings, "batch_size": num_samples}, vocab_size, steps,
@@ -98,10 +99,9 @@ def bench_sample(
 def bench_config(given: dict, vocab_size: int, steps: int, untimed: int, dev) -> bench.BenchConfig:
     """The settings as train checks them (the same flags, the same messages)."""
     model_given = {k: v for k, v in given.items() if k in ("cell", *MODEL)}
-    model = settings.resolve(ModelConfig, model_given, vocab_size=vocab_size)
+    model = settings_.resolve(ModelConfig, model_given, vocab_size=vocab_size)
     precision = resolve_precision(given.get("precision", "auto"), dev)
-    if given["batch_size"] < 1 or given.get("seq_len", 1) < 1:
-        raise ConfigError("--batch-size, --seq-len and --num-samples must be at least 1")
+    settings_.check_values(TrainConfig, {k: v for k, v in given.items() if k != "precision"})
     return bench.BenchConfig(model, given["batch_size"], given.get("seq_len", 1), steps,
                              untimed, precision)  # fmt: skip
 

@@ -15,7 +15,13 @@ from charrnn.cli.app import AsJson, RunDir, command
 from charrnn.cli.options import with_settings
 from charrnn.corpus import CorpusConfig
 from charrnn.metrics import EVAL_SEQ_LEN
-from charrnn.tokenizer import ON_UNKNOWN
+from charrnn.settings import option
+
+ON_UNKNOWN = option(  # eval's own default: a word model scores rare words as <unk>
+    "on_unknown", str | None, None,
+    "Symbols the model never saw: error, skip them, or unk.  [default: error, word models unk]",
+    choices=("error", "skip", "unk"),
+)  # fmt: skip
 
 
 @command(summary="Show a run's settings, size, progress and vocabulary.")
@@ -59,8 +65,7 @@ def vocabulary(run) -> str:
 
 
 @command("eval", summary="Score a run's best model on any text.")
-@with_settings(CorpusConfig, EVAL_SEQ_LEN, ON_UNKNOWN, devices.DEVICE, skip=["documents"],
-               defaults={"on_unknown": None})  # fmt: skip
+@with_settings(CorpusConfig, EVAL_SEQ_LEN, ON_UNKNOWN, devices.DEVICE, skip=["documents"])
 def eval_(
     run_dir: RunDir,
     sources: Annotated[list[str], typer.Argument(metavar="CORPUS", help="Files or folders.")],
@@ -71,8 +76,7 @@ def eval_(
     as_json: AsJson = False,
     settings: dict,
 ):
-    """Score a run's best model on any text: loss, bits per character and perplexity.
-    --on-unknown defaults to error, and to unk for word models."""
+    """Score a run's best model on any text: loss, bits per character and perplexity."""
     run = api.load(run_dir, devices.resolve(device))
     read = settings_of(settings)
     metrics, unk, skipped = run.score_files(sources, *read, on_unknown, seq_len)
