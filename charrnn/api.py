@@ -11,19 +11,22 @@ Errors a user can cause are CharrnnError, with the one-line messages the command
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from charrnn import checkpoint, corpus, tokens
+from charrnn import beam as beams
+from charrnn import checkpoint, corpus, devices, neurons, run, tokens
 from charrnn import sample as sampling
-from charrnn.errors import ConfigError
+from charrnn.errors import CharrnnError, ConfigError
 from charrnn.metrics import Metrics, evaluate
 from charrnn.model import Clamp, RNNLanguageModel, clamp_units, count_parameters
 from charrnn.run import RunConfig, read_config
 from charrnn.tokenizer import Tokenizer, UnknownSymbols
+from charrnn.train import fit, set_deterministic
+from charrnn.trainer import Report
 
 
 @dataclass
@@ -43,21 +46,28 @@ class Run:
     def stream(
         self, prime: str = "", *, length: int | None = None, temperature: float | None = None,
         top_k: int | None = None, top_p: float | None = None, num_samples: int | None = None,
-        seed: int | None = None, on_unknown: str = "error", allow_unk: bool = False,
-        clamp: Clamp | None = None,
+        beam: int | None = None, seed: int | None = None, on_unknown: str = "error",
+        allow_unk: bool = False, clamp: Clamp | None = None,
     ) -> Iterator[str]:  # fmt: skip
         """Text as it is made (the prime not included): one sample piece by piece, or
         several (num_samples) each whole, in order. Options not given take SampleConfig's
         defaults; `seed` None draws a new one; `clamp` {(layer, neuron): value} holds
         units of h; `on_unknown` (error, skip, unk) is for prime symbols the model never
-        saw; a word model makes `<unk>` only with `allow_unk`."""
+        saw; a word model makes `<unk>` only with `allow_unk`. With `beam`, the
+        num_samples likeliest texts by beam search, best first (no seed: deterministic)."""
         options = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                       num_samples=num_samples)  # fmt: skip
+                       num_samples=num_samples, beam=beam)  # fmt: skip
         documents = self.config.corpus.documents
         config = sampling.sample_config(self.tokenizer, documents, allow_unk, **options)
         prime_ids = sampling.prime_ids(self.tokenizer, prime, on_unknown)
         if clamp:
             clamp_units(self.model, clamp)  # its checks, before any text is made
+            if config.beam:
+                raise ConfigError("--clamp is for sampling; --beam searches the model as it is")
+        if config.beam:
+            found = beams.search(self.model, prime_ids, config.beam, config.length,
+                                self.tokenizer.eos_id, config.banned_ids)  # fmt: skip
+            return iter(beams.texts(found, self.tokenizer, config.num_samples))
         generator = torch.Generator(self.device)
         generator.manual_seed(seed) if seed is not None else generator.seed()
         # A model of documents starts each sample where it ended one itself (run_to_eos).
@@ -106,6 +116,12 @@ class Run:
         skipped = text.chars - metrics.chars if on_unknown == "skip" and documents == "none" else 0
         return metrics, encoded.unknown, skipped
 
+    def trace(self, text: str, *, on_unknown: str = "error") -> neurons.Trace:
+        """Every layer's states and gates, and the model's guesses, at each token of
+        `text`, read as training reads a text (after <eos>, from a zero state): what
+        inspect-neurons shows. `on_unknown`: error, skip, or unk (word models)."""
+        return neurons.trace_text(self.model, self.tokenizer, text, on_unknown)
+
 
 def score_ids(run: Run, ids, seq_len: int) -> Metrics:
     if len(ids) < 2:
@@ -151,3 +167,30 @@ def describe(run: Run) -> dict:
         },  # fmt: skip
         "versions": c.versions,
     }
+
+
+def train(
+    corpus: str | Path | list[str | Path] | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    on_report: Callable[[Report], None] | None = None,
+    **settings,
+) -> Run:
+    """Train a new model on `corpus` (files, folders, or a built-in name; None: python),
+    as `charrnn train` does, and return the trained run. `settings` are train's flags by
+    their names (hidden=256, steps=500, tokenizer="word", ...); those left out take the
+    defaults of the device. `on_report(report)` is called after every step and every
+    evaluation (report.kind "step", "eval", ..., "done"; report.val after an evaluation).
+    CharrnnError for a bad setting or corpus, or if training diverged."""
+    dev = devices.resolve(device)
+    sources = [corpus] if isinstance(corpus, (str, Path)) else list(corpus or [])
+    job = run.create([str(s) for s in sources], settings, dev, Path(run_dir) if run_dir else None)
+    if job.config.deterministic:
+        set_deterministic()
+    for report in fit(job):
+        if on_report is not None:
+            on_report(report)
+        if report.kind == "diverged":
+            raise CharrnnError(report.message)
+    return load(job.run_dir, dev)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import os
+import stat
 import sysconfig
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -242,6 +243,40 @@ def decode(data: bytes, name: str, encoding_errors: str = "strict") -> str:
             f"{name}: invalid UTF-8 at byte offset {e.start}; fix the file or pass "
             "--encoding-errors replace to read it with U+FFFD in place of bad bytes"
         ) from None
+
+
+def file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, in words."""
+    kinds = [
+        (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+    ]  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def check_file(path: Path, what: str) -> None:
+    """CorpusError unless `path` is a regular file this process can read; `what` names it
+    in the message (a flag, or "corpus")."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: a loop is ELOOP
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file ({what})") from None
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read it ({e.strerror}; {what})") from None
+    if not stat.S_ISREG(mode):
+        raise CorpusError(f"{path}: a {file_kind(mode)}, not a text file ({what})")
+    if not os.access(path, os.R_OK):
+        raise CorpusError(f"{path}: cannot read it (permission denied; {what})")
+
+
+def read_file(path: Path, what: str) -> str:
+    """One text file, whole, checked as a corpus file is (regular, UTF-8, not binary)."""
+    check_file(Path(path), what)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read it ({e.strerror}; {what})") from None
+    return decode(data, str(path))
 
 
 def python_sources() -> list[Path]:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from charrnn import settings
+from charrnn.errors import ConfigError
 from charrnn.model import Clamp, RNNLanguageModel, State, clamp_units
 from charrnn.settings import at_least, not_negative, option, setting, within
 from charrnn.tokenizer import UnknownSymbols
@@ -36,12 +37,28 @@ class SampleConfig:
         None, "Sample among the fewest tokens whose probability reaches p.",
         check=within(0, 1, low_open=True),
     )  # fmt: skip
-    num_samples: int = setting(1, "Samples made together, as one batch.", check=at_least(1))
+    num_samples: int = setting(
+        1, "Samples made together (with --beam: the best N).", check=at_least(1)
+    )
+    beam: int | None = setting(
+        None, "Beam search with N beams: the likeliest texts, best first.", check=at_least(1)
+    )
     stop_at_eos: bool = True  # a sample ends when it makes <eos>
     banned_ids: tuple[int, ...] = ()  # never made (a word model's <unk>, by default)
 
     def __post_init__(self):
         settings.validate(self)
+        if self.beam is None:
+            return
+        if self.num_samples > self.beam:
+            raise ConfigError(
+                f"--num-samples {self.num_samples}: --beam {self.beam} finds at most {self.beam}"
+            )
+        if self.temperature != 1.0 or self.top_k is not None or self.top_p is not None:
+            raise ConfigError(
+                "--beam searches the model's own probabilities: leave out --temperature, "
+                "--top-k and --top-p"
+            )
 
 
 def sample_config(tokenizer, documents: str, allow_unk: bool = False, **options) -> SampleConfig:

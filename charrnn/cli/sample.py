@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import torch
 import typer
 
-from charrnn import api, devices
+from charrnn import api, corpus, devices
 from charrnn import sample as sampling
 from charrnn.cli.app import RunDir, command, err
 from charrnn.cli.options import with_settings
+from charrnn.errors import ConfigError
 from charrnn.sample import SampleConfig
 from charrnn.tokenizer import ON_UNKNOWN
 
@@ -24,8 +26,12 @@ def sample(
     run_dir: RunDir,
     *,
     prime: Annotated[
-        str, typer.Option(metavar="TEXT", help="Text to start from (written first).")
-    ] = "",
+        Optional[str], typer.Option(metavar="TEXT", help="Text to start from (written first).")
+    ] = None,
+    prime_file: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", help="Start from this file's text (UTF-8, as a corpus)."),
+    ] = None,
     allow_unk: Annotated[
         bool, typer.Option("--allow-unk", help="Let a word model make <unk>.")
     ] = False,
@@ -43,11 +49,16 @@ def sample(
 ):
     """Generate text from a trained run. Only the text goes to stdout, as it is made: one
     sample streamed, several each printed when done."""
+    if prime is not None and prime_file is not None:
+        raise ConfigError("give --prime or --prime-file, not both")
+    if prime_file is not None:
+        prime = corpus.read_file(prime_file, "--prime-file")
+    prime = prime or ""
     dev = devices.resolve(device)
     clamps = parse_clamps(clamp or [])
     loaded = api.load(run_dir, dev)
     num_samples = settings.get("num_samples", 1)
-    new_seed = seed is None
+    new_seed = seed is None and not settings.get("beam")  # a beam search draws nothing
     seed = int.from_bytes(os.urandom(4), "little") if new_seed else seed
     if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(sampling.cpu_threads(num_samples))
@@ -56,7 +67,7 @@ def sample(
     if new_seed:  # once the options have passed their checks
         err.print(f"seed {seed}", style="dim")
     out = sys.stdout
-    if num_samples == 1:
+    if num_samples == 1 and not settings.get("beam"):
         out.write(prime)
         for piece in texts:
             out.write(piece)

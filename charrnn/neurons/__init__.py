@@ -29,6 +29,7 @@ from charrnn.neurons.features import (
 from charrnn.neurons.page import colour, glyph, html_page, page_data, shade, unit_scale
 from charrnn.neurons.ranking import gate_saturation, pearson, rank_by_feature, rank_by_selectivity
 from charrnn.neurons.tracing import (
+    Trace,
     activation,
     label,
     state_name,
@@ -39,6 +40,7 @@ from charrnn.neurons.tracing import (
 )
 
 __all__ = [
+    "Trace",
     "activation",
     "bracket_depth",
     "colour",
