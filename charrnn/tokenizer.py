@@ -134,7 +134,7 @@ def slices(ids, joined: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, 
 
 
 def text_words(pieces: Iterable[str]) -> int:
-    """`sum(len(line.split()) + 1 for line in text.splitlines())` of the text the pieces
+    r"""`sum(len(line.split()) + 1 for line in text.splitlines())` of the text the pieces
     join into, read piece by piece (a word or a "\r\n" may be cut between two pieces).
 
     That is pytorch/examples word_language_model's count: each line's words and its
