@@ -67,7 +67,7 @@ class Run:
         if config.beam:
             found = beams.search(self.model, prime_ids, config.beam, config.length,
                                 self.tokenizer.eos_id, config.banned_ids)  # fmt: skip
-            return iter(beams.texts(found, self.tokenizer, config.num_samples))
+            return iter(beams.texts(found, self.tokenizer, prime_ids, config.num_samples))
         generator = torch.Generator(self.device)
         generator.manual_seed(seed) if seed is not None else generator.seed()
         # A model of documents starts each sample where it ended one itself (run_to_eos).

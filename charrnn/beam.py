@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.model import RNNLanguageModel
+from charrnn.sample import continuation
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def search(
     return sorted([*ended, *alive], key=lambda h: -h.score)
 
 
-def texts(hypotheses: list[Hypothesis], tokenizer, count: int) -> list[str]:
-    """The text of the `count` best hypotheses (their <eos> not included)."""
+def texts(hypotheses: list[Hypothesis], tokenizer, prime: list[int], count: int) -> list[str]:
+    """The text of the `count` best hypotheses after `prime` (their <eos> not included)."""
     eos = tokenizer.eos_id
-    return [tokenizer.decode([i for i in h.ids if i != eos]) for h in hypotheses[:count]]
+    return [continuation(tokenizer, prime, [i for i in h.ids if i != eos])
+            for h in hypotheses[:count]]  # fmt: skip

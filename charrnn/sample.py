@@ -362,17 +362,28 @@ def prime_ids(tokenizer, prime: str, on_unknown: str = "error") -> list[int]:
     return [tokenizer.eos_id, *tokenizer.encode(prime, on_unknown).tolist()]
 
 
+CONTEXT = 8  # ids before a piece decoded with it: where a space goes depends on them
+
+
+def continuation(tokenizer, before: list[int], ids: list[int]) -> str:
+    """The text `ids` add after `before` (the spaces between them included: a word
+    tokenizer spells a gap by the tokens on both sides). Decoding more ids only ever
+    appends text, so this is the tail of decoding both."""
+    before = before[-CONTEXT:]
+    return tokenizer.decode(before + ids)[len(tokenizer.decode(before)) :]
+
+
 def texts(
     model: RNNLanguageModel, tokenizer, prime: list[int], config: SampleConfig,
     generator: torch.Generator | None = None, clamp: Clamp | None = None, burn_in: int = 0,
 ) -> Iterator[str]:  # fmt: skip
-    """The text of the samples as it is made (the prime not included). One sample: piece
-    by piece, each piece as soon as it decodes whole (the UTF-8 bytes of one character
-    from a byte-fallback BPE model come out together). Several: each whole sample, in
-    order, as soon as it and those before it are done."""
+    """The text of the samples as it is made (the prime not included, the space after it
+    included). One sample: piece by piece, each piece as soon as it decodes whole (the
+    UTF-8 bytes of one character from a byte-fallback BPE model come out together).
+    Several: each whole sample, in order, as soon as it and those before it are done."""
     steps = generate(model, prime, config, tokenizer.eos_id, generator, clamp, burn_in=burn_in)
     if config.num_samples == 1:
-        yield from _pieces(steps, tokenizer)
+        yield from _pieces(steps, tokenizer, prime)
         return
     made: list[list[int]] = [[] for _ in range(config.num_samples)]
     done, given = [False] * config.num_samples, 0
@@ -382,12 +393,12 @@ def texts(
                 made[b].append(token)
             done[b] = not live or token == tokenizer.eos_id
         while given < len(made) and done[given]:
-            yield tokenizer.decode(made[given])
+            yield continuation(tokenizer, prime, made[given])
             given += 1
-    yield from (tokenizer.decode(m) for m in made[given:])
+    yield from (continuation(tokenizer, prime, m) for m in made[given:])
 
 
-def _pieces(steps, tokenizer) -> Iterator[str]:
+def _pieces(steps, tokenizer, prime: list[int]) -> Iterator[str]:
     """One sample's text as it is made: the whole sample is decoded again at each token,
     and what is new is given once it does not end in a half character (U+FFFD)."""
     ids: list[int] = []
@@ -396,10 +407,10 @@ def _pieces(steps, tokenizer) -> Iterator[str]:
         if step[0].item() == tokenizer.eos_id:
             break
         ids.append(step[0].item())
-        text = tokenizer.decode(ids)
+        text = continuation(tokenizer, prime, ids)
         if not text.endswith("\ufffd"):
             yield text[written:]
             written = len(text)
-    rest = tokenizer.decode(ids)[written:]
+    rest = continuation(tokenizer, prime, ids)[written:]
     if rest:
         yield rest

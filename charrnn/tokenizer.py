@@ -10,16 +10,24 @@ Three kinds, all exact on the text they can represent, and all with id 0 = `<eos
 end-of-sequence token that separates documents and ends a sample:
 
 - CharTokenizer: one token per Unicode code point, no normalisation.
-- WordTokenizer: words, single punctuation marks, newlines and runs of other whitespace;
-  the `vocab_size` commonest (seen at least `min_count` times) are kept, the rest are
-  `<unk>` (id 1).
+- word: words and punctuation, the `vocab_size` commonest (seen at least `min_count`
+  times) kept, the rest `<unk>` (id 1). charrnn.words owns both formats: WordTokenizer,
+  where a single space between two tokens costs no token, and LegacyWordTokenizer (runs
+  written before it), where every run of whitespace is a token.
 - SentencePieceTokenizer (`bpe` | `unigram`): trained in-process by sentencepiece with an
   identity normalisation and byte fallback, so every text round-trips; the model file is
   saved as tokenizer.model and works with sentencepiece's own tools.
 
-`count_chars(ids)` is the number of characters the ids decode to, with one for each
-`<eos>` (it stands where the text had a boundary): bits per character are computed from
-it, which is what makes a char, a word and a BPE model of the same text comparable.
+Two counts make models of different tokenizers comparable, each with `<eos>` standing
+where the text had a boundary (a newline, or the end of a document):
+
+- `count_chars(ids)`: the characters the ids decode to, one for each `<eos>`; bits per
+  character are computed from it.
+- `count_words(ids)`: the words as pytorch/examples word_language_model counts them,
+  `sum(len(line.split()) + 1 for line in text.splitlines())` of the text the ids decode to
+  with each `<eos>` read as "\n" (see `text_words`); per-word perplexity is computed from it.
+
+Both read the ids in slices, so a memory-mapped corpus is never decoded whole.
 """
 
 from __future__ import annotations
@@ -29,8 +37,7 @@ import itertools
 import json
 import random
 import re
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +57,7 @@ ON_UNKNOWN = option(
     "on_unknown", str, "error", "Symbols the model never saw: error, skip them, or unk.",
     choices=("error", "skip", "unk"),
 )  # fmt: skip
+WORD_VERSION = 2  # the format of charrnn.words.WordTokenizer (1: LegacyWordTokenizer)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class Tokenizer(Protocol):
     def decode(self, ids) -> str: ...
     def unknown(self, text: str) -> list[str]: ...  # symbols of `text` not in the vocabulary
     def count_chars(self, ids) -> int: ...  # characters the ids decode to (for bits/char)
+    def count_words(self, ids) -> int: ...  # words + lines of that text (for per-word ppl)
     def files(self) -> dict[str, bytes]: ...  # file name -> content, saved in the run directory
 
 
@@ -115,6 +124,48 @@ def _sum_lengths(lengths: np.ndarray, ids) -> int:
     return int(sum(lengths[ids[i : i + step]].sum() for i in range(0, ids.size, step)))
 
 
+SLICE = 1 << 20  # count_chars and count_words read the ids this many at a time
+# What str.splitlines() ends a line at ("\r\n" is one end); every one is also whitespace
+# to str.split(), so no word spans two lines.
+LINE_ENDS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def slices(ids, joined: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    """(ids[a:b] as int64, the id before it, <eos> at the start): SLICE ids at a time.
+    `joined[id]` True: that token belongs to the one before it (a UTF-8 continuation
+    byte), so no slice starts at it."""
+    ids = np.asarray(ids)
+    start = 0
+    while start < ids.size:
+        end = min(start + SLICE, ids.size)
+        while joined is not None and end < ids.size and joined[ids[end]]:
+            end += 1
+        yield np.asarray(ids[start:end], dtype=np.int64), int(ids[start - 1]) if start else 0
+        start = end
+
+
+def text_words(pieces: Iterable[str]) -> int:
+    r"""`sum(len(line.split()) + 1 for line in text.splitlines())` of the text the pieces
+    join into, read piece by piece (a word or a "\r\n" may be cut between two pieces).
+
+    That is pytorch/examples word_language_model's count: each line's words and its
+    <eos>. A last line without a newline still counts (as reading a file line by line
+    gives it): "a\nb" and "a\nb\n" both have 2 lines and 4 words; an empty text has none.
+    Lines end where splitlines() ends them, so "\r", "\f" and "\u2028" end one too.
+    """
+    words = ends = 0
+    in_word = after_cr = open_line = False
+    for piece in pieces:
+        if not piece:
+            continue
+        words += len(piece.split()) - (in_word and not piece[0].isspace())
+        ends += sum(map(piece.count, LINE_ENDS)) - piece.count("\r\n")
+        ends -= after_cr and piece[0] == "\n"  # the second half of a "\r\n" cut in two
+        in_word, after_cr = not piece[-1].isspace(), piece[-1] == "\r"
+        open_line = piece[-1] not in LINE_ENDS
+    return words + ends + open_line
+
+
 def _refuse_unknown(unknown: list[str]) -> None:
     shown = " ".join(repr(s) for s in unknown[:20])
     more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
@@ -132,6 +183,7 @@ class CharTokenizer:
             raise ValueError("a char vocabulary holds distinct single characters")
         self.symbols = sorted(symbols)
         self._points = _code_points("".join(self.symbols))  # sorted, for searchsorted
+        self._lines = np.concatenate([_code_points("\n"), self._points])  # <eos> read as "\n"
         self.eos_id = 0
         self.vocab_size = len(self.symbols) + 1
 
@@ -166,66 +218,12 @@ class CharTokenizer:
     def count_chars(self, ids) -> int:
         return int(np.asarray(ids).size)  # every token is one character, <eos> included
 
+    def count_words(self, ids) -> int:
+        points = (self._lines[part] for part, _ in slices(ids))
+        return text_words(p.tobytes().decode("utf-32-le", errors="surrogatepass") for p in points)
+
     def files(self) -> dict[str, bytes]:
         data = {"type": self.kind, "specials": [EOS], "symbols": self.symbols}
-        return {TOKENIZER_FILE: json.dumps(data, ensure_ascii=True).encode("ascii")}
-
-
-# A literal "<unk>" (WikiText writes its rare words so) is the <unk> token; otherwise
-# every character of a text falls in exactly one class, so the tokens join back into it.
-WORD_PATTERN = re.compile(r"<unk>|\w+|[^\w\s]|\n|[^\S\n]+")
-
-
-class WordTokenizer:
-    """Words (\\w+), single punctuation marks, newlines and runs of other whitespace.
-
-    Ids: 0 `<eos>`, 1 `<unk>`, then the kept tokens, commonest first. Lossless for text
-    whose tokens are all in the vocabulary: newlines and indentation survive.
-    """
-
-    kind = "word"
-    eos_id, unk_id = 0, 1
-
-    def __init__(self, tokens: list[str]):
-        if len(set(tokens)) != len(tokens) or EOS in tokens or UNK in tokens:
-            raise ValueError("a word vocabulary holds distinct tokens and no specials")
-        self.tokens = [EOS, UNK, *tokens]
-        self.index = {t: i for i, t in enumerate(self.tokens)}
-        self.vocab_size = len(self.tokens)
-        # <eos> counts as one character; <unk> as the five of its spelling.
-        self._lengths = np.array([1, len(UNK), *map(len, tokens)], dtype=np.int64)
-
-    @classmethod
-    def fit(cls, chunks: Iterable[str], config: TokenizerConfig) -> WordTokenizer:
-        counts: Counter[str] = Counter()
-        for chunk in [chunks] if isinstance(chunks, str) else chunks:
-            counts.update(WORD_PATTERN.findall(chunk))
-        counts.pop(UNK, None)
-        limit = default_vocab(config) - 2
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls([t for t, n in ranked[:limit] if n >= config.min_count])
-
-    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
-        tokens = WORD_PATTERN.findall(text)
-        ids = np.fromiter((self.index.get(t, -1) for t in tokens), np.int32, len(tokens))
-        missing = ids < 0
-        if missing.any():
-            if unknown == "error":
-                _refuse_unknown(self.unknown(text))
-            ids = ids[~missing] if unknown == "skip" else np.where(missing, self.unk_id, ids)
-        return ids.astype(np.int32, copy=False)
-
-    def decode(self, ids) -> str:
-        return "".join(self.tokens[i] for i in np.asarray(ids).tolist() if i != self.eos_id)
-
-    def unknown(self, text: str) -> list[str]:
-        return sorted({t for t in WORD_PATTERN.findall(text) if t not in self.index})
-
-    def count_chars(self, ids) -> int:
-        return _sum_lengths(self._lengths, ids)
-
-    def files(self) -> dict[str, bytes]:
-        data = {"type": self.kind, "specials": [EOS, UNK], "tokens": self.tokens[2:]}
         return {TOKENIZER_FILE: json.dumps(data, ensure_ascii=True).encode("ascii")}
 
 
@@ -254,12 +252,16 @@ class SentencePieceTokenizer:
             SPACE: [self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPACE.encode()],
         }
         self._lengths = np.array([self._piece_chars(i) for i in range(self.vocab_size)])
+        self._continues = np.array([self._continues_char(i) for i in range(self.vocab_size)])
+
+    def _continues_char(self, i: int) -> bool:  # a UTF-8 continuation byte
+        return self.sp.is_byte(i) and 0x80 <= int(self.sp.id_to_piece(i)[3:5], 16) < 0xC0
 
     def _piece_chars(self, i: int) -> int:
         if i == self.eos_id:
             return 1
         if self.sp.is_byte(i):  # a character is its leading byte; continuation bytes add none
-            return int(not 0x80 <= int(self.sp.id_to_piece(i)[3:5], 16) < 0xC0)
+            return int(not self._continues_char(i))
         if self.sp.is_control(i) or self.sp.is_unknown(i):
             return 0
         return len(self.sp.id_to_piece(i))
@@ -320,6 +322,14 @@ class SentencePieceTokenizer:
     def count_chars(self, ids) -> int:
         return _sum_lengths(self._lengths, ids)
 
+    def count_words(self, ids) -> int:
+        return text_words(self._lines(part) for part, _ in slices(ids, self._continues))
+
+    def _lines(self, ids: np.ndarray) -> str:
+        """The text of `ids` with each <eos> read as "\n"."""
+        documents = np.split(ids, np.flatnonzero(ids == self.eos_id))  # each after the first
+        return "\n".join(self.sp.decode([d[d != self.eos_id].tolist() for d in documents]))
+
     def files(self) -> dict[str, bytes]:
         data = {"type": self.kind, "specials": [EOS], "model": SENTENCEPIECE_FILE}
         return {
@@ -342,12 +352,20 @@ def sample_lines(lines: Iterable[str], most: int, seed: int = 0) -> list[str]:
     return kept
 
 
+def fit_version(config: TokenizerConfig) -> int | None:
+    """The format a fit of this config writes, where formats have changed (word: 2), so
+    that a cached fit of an older format is never taken for a new run."""
+    return WORD_VERSION if config.tokenizer == "word" else None
+
+
 def fit(config: TokenizerConfig, chunks: Iterable[str]) -> Tokenizer:
     """A new tokenizer fitted on the text of `chunks` (read once)."""
     if config.tokenizer == "char":
         return CharTokenizer.fit(chunks)
     if config.tokenizer == "word":
-        return WordTokenizer.fit(chunks, config)
+        from charrnn.words import WordTokenizer
+
+        return WordTokenizer.fit(chunks, default_vocab(config), config.min_count)
     return SentencePieceTokenizer.fit(chunks, config)
 
 
@@ -357,8 +375,10 @@ def from_files(files: dict[str, bytes]) -> Tokenizer:
     kind = data["type"]
     if kind == "char" and data["specials"] == [EOS]:
         return CharTokenizer(data["symbols"])
-    if kind == "word" and data["specials"] == [EOS, UNK]:
-        return WordTokenizer(data["tokens"])
+    if kind == "word":
+        from charrnn import words
+
+        return words.from_data(data)
     if kind in ("bpe", "unigram") and data["model"] == SENTENCEPIECE_FILE:
         return SentencePieceTokenizer(kind, files[SENTENCEPIECE_FILE])
     raise ValueError(f"unknown tokenizer type {kind!r}")

@@ -71,7 +71,8 @@ def fit_tokenizer(
     Fitted on the documents, not the raw text: with --documents lines, the newlines
     become <eos> and are not in the vocabulary.
     """
-    entry = cache_dir() / f"fit-{_key(corpus.sha256, config.to_dict(), documents)}"
+    key = _key(corpus.sha256, config.to_dict(), documents, tokenizers.fit_version(config))
+    entry = cache_dir() / f"fit-{key}"
     if entry.exists():
         try:
             return tokenizers.load(entry), True

@@ -12,6 +12,7 @@ from charrnn import tokenizer as tokenizers
 from charrnn.cli import app
 from charrnn.data import Streams
 from charrnn.tokenizer import CharTokenizer, TokenizerConfig
+from charrnn.words import ATOMS, LegacyWordTokenizer
 
 runner = CliRunner()
 
@@ -23,11 +24,52 @@ def test_char_round_trip_on_any_unicode(text):
     assert tok.unknown(text) == []
 
 
-@given(st.text(min_size=1))
+# text with the structure a word tokenizer cares about: words, punctuation, blanks,
+# newlines of both kinds, a literal <unk>; and anything else now and then
+PIECES = ["a", "bc", " ", " ", "  ", ",", ".", "(", "'", "\n", "\r\n", "\r", "\t", "<unk>", "é"]
+PROSE = st.lists(st.one_of(st.sampled_from(PIECES), st.characters())).map("".join)
+
+
+def words_of(text: str) -> int:
+    return sum(len(line.split()) + 1 for line in text.splitlines())
+
+
+@given(st.one_of(st.text(min_size=1), PROSE))
 def test_word_round_trip_on_any_unicode(text):
-    tok = tokenizers.fit(TokenizerConfig("word"), [text])
-    assert tok.decode(tok.encode(text)) == text and tok.unknown(text) == []
-    assert tok.count_chars(tok.encode(text)) == len(text)
+    for tok in (tokenizers.fit(TokenizerConfig("word"), [text]), LegacyWordTokenizer.fit([text])):
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text and tok.unknown(text) == []
+        assert tok.count_chars(ids) == len(text) and tok.count_words(ids) == words_of(text)
+
+
+@given(PROSE, PROSE)
+def test_word_text_cut_after_a_newline_encodes_in_two(a, b):
+    a += "\n"  # how the corpus is read: chunks that end at a newline
+    tok = tokenizers.fit(TokenizerConfig("word"), [a, b])
+    assert tok.decode(np.concatenate([tok.encode(a), tok.encode(b)])) == a + b
+    documents = [tok.eos_id, *tok.encode(a), tok.eos_id, *tok.encode(b), tok.eos_id]
+    assert tok.decode(documents) == a + b and tok.count_chars(documents) == len(a + b) + 3
+    assert tok.count_words(documents) == words_of("\n" + a + "\n" + b + "\n")
+
+
+@given(PROSE, PROSE)
+def test_word_unknowns_are_cut_out_or_written_as_unk(seen, text):
+    tok = tokenizers.fit(TokenizerConfig("word"), [seen])
+    unknown = set(tok.unknown(text))
+    atoms = [c for a in ATOMS.findall(text) for c in (a if a.isspace() and a not in tok.index
+                                                      else [a])]  # fmt: skip
+    kept = "".join(a for a in atoms if a not in unknown)
+    assert tok.decode(tok.encode(text, "skip")) == kept
+    assert tok.decode(tok.encode(text, "unk")) == "".join(
+        "<unk>" if a in unknown else a for a in atoms
+    )
+
+
+@given(st.one_of(st.text(), PROSE), st.lists(st.integers(0, 50)))
+def test_text_words_does_not_care_where_the_text_is_cut(text, cuts):
+    cuts = sorted({0, len(text), *(c % (len(text) + 1) for c in cuts)})
+    pieces = [text[i:j] for i, j in zip(cuts, cuts[1:])]
+    assert tokenizers.text_words(pieces) == words_of(text)
 
 
 _BPE = []

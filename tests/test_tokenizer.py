@@ -1,9 +1,13 @@
+import json
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import charrnn
 from charrnn import tokenizer as tokenizers
 from charrnn.tokenizer import CharTokenizer
 
@@ -54,25 +58,77 @@ def test_load_names_a_bad_file(tmp_path):
 
 # word and subword tokenizers -------------------------------------------------------------
 
-from charrnn.tokenizer import TokenizerConfig, WordTokenizer  # noqa: E402
+from charrnn.tokenizer import TokenizerConfig  # noqa: E402
+from charrnn.words import LegacyWordTokenizer, WordTokenizer  # noqa: E402
+
+from .conftest import SHARED, TEXT  # noqa: E402
 
 CODE = "def f(x):\n    return x  + 1\n\n\tif x:\r\n        pass  # done\n"
+WIKI = (
+    " = Robert Boulter = \n \n Robert Boulter is an English actor . He 's had a guest @-@ role .\n"
+)
+FIXTURE = Path(__file__).parent / "data" / "v1" / "word-gru"
 
 
-def test_word_tokens_keep_newlines_and_indentation():
-    tok = tokenizers.fit(TokenizerConfig("word"), [CODE])
-    ids = tok.encode(CODE)
-    assert tok.decode(ids) == CODE
-    pieces = [tok.decode([i]) for i in ids.tolist()]
-    assert pieces[:8] == ["def", " ", "f", "(", "x", ")", ":", "\n"]
-    assert "        " in pieces and "\t" in pieces and "\r" in pieces  # runs of blanks
-    assert tok.count_chars(ids) == len(CODE)
+def pieces(tok, text: str) -> list[str]:
+    return [tok.tokens[i] for i in tok.encode(text).tolist()]
+
+
+def test_word_tokens_are_words_and_punctuation_and_a_single_space_is_free():
+    wiki = tokenizers.fit(TokenizerConfig("word"), [WIKI * 3])
+    assert pieces(wiki, " = Robert Boulter = \n \n") == ["=", "Robert", "Boulter", "=", "\n", "\n"]
+    prose = tokenizers.fit(TokenizerConfig("word"), [TEXT])
+    assert pieces(prose, "First Citizen:\nSpeak, speak.\n") == [
+        "First", "Citizen", ":", "\n", "Speak", ",", "speak", ".", "\n"
+    ]  # fmt: skip
+    # any other gap costs a token: <join> where two tokens touch, the blanks themselves
+    assert pieces(prose, "speak,speak : all") == ["speak", ",", "<join>", "speak", " ", ":", "all"]
+    blanks = tokenizers.fit(TokenizerConfig("word"), [TEXT, "\tAll  All"])
+    assert pieces(blanks, "\tAll  ") == ["\t", "All", "  "]
+    for tok, text in ((wiki, WIKI), (prose, TEXT)):
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text and tok.count_chars(ids) == len(text)
+        assert len(ids) <= sum(len(line.split()) + 1 for line in text.splitlines()) * 1.5
+
+
+HAND = [
+    "", " ", "  ", "\n", " \n ", "  two  spaces  ", " leading", "trailing ", "a  b   c",
+    "\ttab\tand\t\ttabs\t", "win\r\ndows\r\n\r\n", "lone\rcr \r\n", ",starts with a comma",
+    "(paren) 'quote' \"dq\" end.", "héllo wörld — ünïcödé Ω ∑ 🦜 e\u0301", "<unk> a<unk>b <unk>",
+    "x\n\n\n  \n\ty", "a,b , c ,d", "\u00a0nbsp\u3000ideographic\u2028sep",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", HAND)
+def test_word_round_trip_on_hand_cases_fitted_on_the_same_text(text):
+    for tok in (WordTokenizer.fit([text]), WordTokenizer.fit([TEXT, CODE, text])):
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text and tok.unknown(text) == []
+        assert tok.count_chars(ids) == len(text)
+
+
+def test_word_round_trip_of_text_fitted_on_other_text():
+    tok = tokenizers.fit(TokenizerConfig("word"), [TEXT, CODE, WIKI])
+    for text in (TEXT, CODE, WIKI, "speak  All\t:\n\n  Citizen,", "  x  ( 1 )\r\n"):
+        assert tok.decode(tok.encode(text)) == text
+    # a run of blanks it never saw is spelled by the blanks it has
+    assert tok.unknown("x" + " " * 13 + "\t\t") == [] and "       " not in tok.index
+    assert tok.decode(tok.encode("x" + " " * 13 + "\t\t")) == "x" + " " * 13 + "\t\t"
+
+
+def test_word_documents_and_chunks_cut_at_newlines_join_back():
+    tok = tokenizers.fit(TokenizerConfig("word"), [WIKI, TEXT])
+    a, b = WIKI, " He had a guest role .\n"
+    assert tok.decode([*tok.encode(a), *tok.encode(b)]) == a + b  # a ends at a newline
+    ids = [tok.eos_id, *tok.encode(a.strip()), tok.eos_id, *tok.encode(" He"), tok.eos_id]
+    assert tok.decode(ids) == a.strip() + " He"  # each document decodes as it was encoded
+    assert tok.count_chars(ids) == len(a.strip() + " He") + 3
 
 
 def test_word_vocabulary_keeps_the_commonest_and_maps_the_rest_to_unk():
     text = "a a a b b c <unk> d"
-    tok = tokenizers.fit(TokenizerConfig("word", vocab_size=5), [text])
-    assert tok.tokens == ["<eos>", "<unk>", " ", "a", "b"]  # 2 specials + the 3 commonest
+    tok = tokenizers.fit(TokenizerConfig("word", vocab_size=6), [text])
+    assert tok.tokens == ["<eos>", "<unk>", "<join>", " ", "a", "b"]  # 3 specials + 3 commonest
     assert tok.decode(tok.encode("a c b", "unk")) == "a <unk> b"
     assert tok.encode("<unk>").tolist() == [tok.unk_id]  # WikiText's own <unk> is ours
     rare = tokenizers.fit(TokenizerConfig("word", min_count=2), [text])
@@ -83,15 +139,73 @@ def test_word_unknowns_error_skip_or_unk():
     tok = tokenizers.fit(TokenizerConfig("word"), ["the cat sat"])
     with pytest.raises(ValueError, match="'dog'"):
         tok.encode("the dog sat")
-    assert tok.decode(tok.encode("the dog sat", "skip")) == "the  sat"
+    assert tok.decode(tok.encode("the dog sat", "skip")) == "the  sat"  # the text without it
     assert tok.decode(tok.encode("the dog sat", "unk")) == "the <unk> sat"
+    assert tok.decode(tok.encode("the\u3000cat", "unk")) == "the<unk>cat"  # an unseen blank
+
+
+def test_glue_is_picked_to_save_gap_tokens():
+    from charrnn.words import _solve_glue
+
+    counts = {  # (before, after, parted by a space) -> n; None is a word
+        (None, ",", False): 90, (None, ",", True): 10, (",", None, True): 80,
+        ("(", None, False): 30, (None, "(", True): 30, ("@", "-", False): 20,
+        ("-", "@", False): 20, (None, "@", True): 40, ("@", None, True): 40,
+    }  # fmt: skip
+    left, right = _solve_glue(Counter(counts))
+    assert "," in left and "," not in right and "(" in right and "(" not in left
+    assert "-" in left and "-" in right and "@" not in left | right
+
+
+def test_word_files_round_trip_and_say_their_version(tmp_path):
+    tok = tokenizers.fit(TokenizerConfig("word"), [TEXT, CODE])
+    for name, data in tok.files().items():
+        (tmp_path / name).write_bytes(data)
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert data["type"] == "word" and data["version"] == 2
+    loaded = tokenizers.load(tmp_path)
+    assert isinstance(loaded, WordTokenizer) and loaded.files() == tok.files()
+    assert loaded.encode(CODE).tolist() == tok.encode(CODE).tolist()
+    (tmp_path / "tokenizer.json").write_text(json.dumps({**data, "version": 3}))
+    with pytest.raises(ValueError, match="version 3"):
+        tokenizers.load(tmp_path)
+
+
+def test_a_legacy_word_run_loads_as_the_legacy_tokenizer_and_encodes_as_before():
+    tok = tokenizers.load(FIXTURE)
+    assert isinstance(tok, LegacyWordTokenizer) and tok.kind == "word"
+    assert tok.files()["tokenizer.json"] == (FIXTURE / "tokenizer.json").read_bytes()
+    ids = tok.encode(TEXT)
+    assert len(ids) == 732  # what charrnn 0.1.0 scored this text with (word-gru.eval.json)
+    assert [tok.tokens[i] for i in ids[:4].tolist()] == ["First", " ", "Citizen", ":"]
+    assert tok.decode(ids) == TEXT and tok.count_chars(ids) == len(TEXT)
+    assert tok.decode(tok.encode("Speak, zebra", "skip")) == "Speak, "
+    run = charrnn.load(FIXTURE)
+    model, loaded = run.model, run.tokenizer
+    assert isinstance(loaded, LegacyWordTokenizer) and model.config.vocab_size == tok.vocab_size
+
+
+def test_legacy_word_tokens_keep_newlines_and_indentation():
+    tok = LegacyWordTokenizer.fit([CODE])
+    ids = tok.encode(CODE)
+    assert tok.decode(ids) == CODE
+    pieces = [tok.decode([i]) for i in ids.tolist()]
+    assert pieces[:8] == ["def", " ", "f", "(", "x", ")", ":", "\n"]
+    assert "        " in pieces and "\t" in pieces and "\r" in pieces  # runs of blanks
+    assert tok.count_chars(ids) == len(CODE)
+
+
+@pytest.mark.skipif(not (SHARED / "wikitext-2-valtest").exists(), reason="no WikiText here")
+def test_wikitext_has_about_as_many_tokens_as_words_and_lines():
+    text = (SHARED / "wikitext-2-valtest" / "test.txt").read_text(encoding="utf-8")
+    ids = WordTokenizer.fit([text]).encode(text, "unk")  # 10,000 words kept
+    words = sum(len(line.split()) + 1 for line in text.splitlines())
+    assert words <= len(ids) <= 1.05 * words
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
 def test_sentencepiece_round_trips_any_text_exactly(kind, tmp_path):
     import sentencepiece
-
-    from .conftest import TEXT
 
     tok = tokenizers.fit(TokenizerConfig(kind, vocab_size=400), [TEXT, CODE])
     assert tok.unknown(UNICODE) == ["\ud800"]  # a lone surrogate has no UTF-8 bytes
@@ -112,8 +226,6 @@ def test_sentencepiece_round_trips_any_text_exactly(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["char", "word", "bpe"])
 def test_count_chars_is_the_length_of_the_decoded_text_plus_one_per_eos(kind):
-    from .conftest import TEXT
-
     tok = tokenizers.fit(TokenizerConfig(kind), [TEXT])
     ids = np.concatenate([[tok.eos_id], tok.encode(TEXT), [tok.eos_id], tok.encode("All:")])
     assert tok.count_chars(ids) == len(TEXT) + len("All:") + 2
@@ -152,3 +264,56 @@ def test_sample_lines_keeps_all_or_a_uniform_sample():
         map(str, range(10_000)), 1000
     )
     assert 3500 < np.mean([int(x) for x in sample]) < 6500  # from the whole text, not its start
+
+
+# words as pytorch/examples word_language_model counts them ------------------------------
+
+LINES = "First Citizen:\nSpeak, speak.\n\nAll"  # 3 + 3 + 1 + 2: each line's words and its end
+
+
+def five_tokenizers():
+    text = TEXT + CODE + LINES + " All\u3000All\u2028All"
+    yield CharTokenizer.fit(text)
+    yield tokenizers.fit(TokenizerConfig("word"), [text])
+    yield LegacyWordTokenizer.fit([text])
+    for kind in ("bpe", "unigram"):
+        yield tokenizers.fit(TokenizerConfig(kind, vocab_size=400), [text])
+
+
+@pytest.mark.parametrize("step", [1 << 20, 3, 1])
+def test_count_words_is_words_plus_lines_of_the_text_with_eos_as_newline(step, monkeypatch):
+    monkeypatch.setattr(tokenizers, "SLICE", step)  # a word or a character cut between slices
+    for tok in five_tokenizers():
+        what = type(tok).__name__ + " " + tok.kind
+        assert tok.count_words(tok.encode(LINES)) == 9, what  # a last line without "\n" counts
+        assert tok.count_words(tok.encode(LINES + "\n")) == 9, what
+        assert tok.count_words(tok.encode("")) == 0, what
+        eos = tok.eos_id
+        ids = [*tok.encode("First Citizen:"), eos, *tok.encode("Speak, speak."), eos]
+        assert tok.count_words(np.array(ids)) == 6, what  # "First Citizen:\nSpeak, speak.\n"
+        assert tok.count_words(np.array([eos, *ids])) == 7, what  # an empty line first
+        assert tok.count_words(tok.encode("All\u3000All\u2028All")) == 5, what  # 2 lines
+        assert tok.count_words(tok.encode(TEXT)) == sum(
+            len(line.split()) + 1 for line in TEXT.splitlines()
+        )
+
+
+def test_count_words_reads_a_memory_mapped_corpus_in_slices(tmp_path, monkeypatch):
+    monkeypatch.setattr(tokenizers, "SLICE", 1000)
+    tok = tokenizers.fit(TokenizerConfig("word"), [TEXT])
+    path = tmp_path / "ids.bin"
+    np.tile(tok.encode(TEXT).astype("<u2"), 20).tofile(path)
+    ids = np.memmap(path, dtype="<u2", mode="r")
+    assert tok.count_words(ids) == 20 * tok.count_words(tok.encode(TEXT))
+    assert tok.count_chars(ids) == 20 * len(TEXT)
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [("", 0), ("\n", 1), ("a", 2), ("a\nb", 4), ("a\nb\n", 4), ("a \n\n b c ", 6),
+     ("a\r\nb\rc", 6), ("  \t ", 1), ("x\x0cy\x85z", 6)],
+)  # fmt: skip
+def test_text_words_is_pytorch_examples_count(text, words):
+    assert tokenizers.text_words([text]) == words
+    assert sum(len(line.split()) + 1 for line in text.splitlines()) == words
+    assert tokenizers.text_words(text) == words  # one character at a time

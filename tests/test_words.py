@@ -155,3 +155,14 @@ def test_eval_on_text_with_unknown_symbols(tmp_path):
     assert skipped.exit_code == 0, skipped.output
     result = json.loads(skipped.stdout)
     assert result["skipped_chars"] == 1 and result["chars"] == len(TEXT) + len("Speak ☃\n") - 1
+
+
+def test_a_continuation_keeps_the_space_after_the_prime():
+    from charrnn import tokenizer as tokenizers
+    from charrnn.sample import continuation
+    from charrnn.tokenizer import TokenizerConfig
+
+    tok = tokenizers.fit(TokenizerConfig("word"), [TEXT])
+    prime = [tok.eos_id, *tok.encode("Speak,").tolist()]
+    assert continuation(tok, prime, tok.encode("speak.").tolist()) == " speak."
+    assert tok.decode(tok.encode("speak.")) == "speak."  # alone it starts a text: no space

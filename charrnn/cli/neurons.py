@@ -172,7 +172,8 @@ def check_unknown(tok, text: str, on_unknown: str) -> None:
 def unknown_count(tok, text: str) -> int:
     """How many symbols of `text` are unknown, each occurrence counted."""
     if tok.unk_id is not None:  # a word model: what <unk> would stand for, skip leaves out
-        return len(tok.encode(text, "unk")) - len(tok.encode(text, "skip"))
+        unks = [int((tok.encode(text, how) == tok.unk_id).sum()) for how in ("unk", "skip")]
+        return unks[0] - unks[1]  # a literal <unk> in the text is known, and kept by skip
     return sum(text.count(c) for c in tok.unknown(text))  # char, bpe: single code points
 
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from charrnn.cells import CELLS
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLanguageModel, State
+from charrnn.sample import continuation
 
 LABELS = {  # how the views name what a trace holds; a name not here is shown as itself
     "h": "hidden state h",
@@ -97,7 +98,9 @@ def trace_text(model: RNNLanguageModel, tokenizer, text: str, on_unknown: str = 
         values={k: v[:, 1:] for k, v in tr.values.items()},
         top_ids=tr.top_ids[1:],
         top_probs=tr.top_probs[1:],
-        tokens=tuple(tokenizer.decode([i]) for i in ids),
+        tokens=tuple(
+            continuation(tokenizer, [tokenizer.eos_id, *ids[:t]], [i]) for t, i in enumerate(ids)
+        ),  # fmt: skip
     )
 
 
