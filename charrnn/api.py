@@ -128,7 +128,7 @@ def score_ids(run: Run, ids, seq_len: int) -> Metrics:
         raise ConfigError("the text is too short to score: it needs at least one token")
     if seq_len < 1:
         raise ConfigError(f"--seq-len must be at least 1, not {seq_len}")
-    return evaluate(run.model, ids, seq_len, run.tokenizer.count_chars, run.device)
+    return evaluate(run.model, ids, seq_len, run.tokenizer, run.device)
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -152,6 +152,7 @@ def describe(run: Run) -> dict:
         "best_val_loss": c.best_val_loss,
         "best_step": c.best_step,
         "best_val_bpc": best.get("val_bpc"),
+        "best_val_word_perplexity": best.get("val_word_perplexity"),
         "evaluations": len(metrics),
         "vocab_size": run.tokenizer.vocab_size,
         "world_size": c.world_size,

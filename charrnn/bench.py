@@ -179,6 +179,7 @@ class _Chars:
     """Trainer wants a tokenizer only to count characters: here one per token."""
 
     count_chars = staticmethod(len)
+    count_words = staticmethod(len)  # (random ids have no words: the count is not shown)
 
 
 def time_steps(step, warmup: int, steps: int, device: torch.device, finish=lambda: None):

@@ -32,20 +32,27 @@ class Metrics:
 
     loss: float  # nats per token
     bpc: float  # bits per character of the text the tokens decode to
-    perplexity: float  # per token
+    word_perplexity: float  # exp(nats / words): words as the word-level literature counts them
+    token_perplexity: float  # exp(loss): per token of this model's own tokenizer
     tokens: int
     chars: int
+    words: int  # line.split() words plus one per line (pytorch/examples' <eos>)
 
     @classmethod
-    def of(cls, nats: float, tokens: int, chars: int) -> Metrics:
+    def of(cls, nats: float, tokens: int, chars: int, words: int) -> Metrics:
         loss = nats / tokens
-        return cls(loss, nats / math.log(2) / chars, math.exp(min(loss, 700.0)), tokens, chars)
+        return cls(loss, nats / math.log(2) / max(chars, 1), _exp(nats / max(words, 1)),
+                   _exp(loss), tokens, chars, words)  # fmt: skip
+
+
+def _exp(x: float) -> float:
+    return math.exp(min(x, 700.0))  # inf past that, not an OverflowError
 
 
 @torch.inference_mode()
 def evaluate(
-    model: RNNLanguageModel, ids: np.ndarray, seq_len: int, count_chars, device,
-    world: World = SINGLE,
+    model: RNNLanguageModel, ids: np.ndarray, seq_len: int, tokenizer, device,
+    world: World = SINGLE, counts: tuple[int, int] | None = None,
 ) -> Metrics:  # fmt: skip
     """Loss over every target of `ids` (all but the first token), read as up to 16 streams.
 
@@ -74,4 +81,11 @@ def evaluate(
         logits, _ = model(x, last)
         nats += F.cross_entropy(logits[0].float(), y, reduction="sum")
     model.train(was_training)
-    return Metrics.of(world.sum_(nats).item(), len(ids) - 1, count_chars(ids[1:]))
+    chars, words = counts or text_counts(tokenizer, ids)
+    return Metrics.of(world.sum_(nats).item(), len(ids) - 1, chars, words)
+
+
+def text_counts(tokenizer, ids: np.ndarray) -> tuple[int, int]:
+    """(characters, words) of the targets of `ids` (all but the first token): what bits per
+    character and perplexity per word divide by."""
+    return tokenizer.count_chars(ids[1:]), tokenizer.count_words(ids[1:])

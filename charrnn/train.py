@@ -163,14 +163,18 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
     sample a short `preview` of what the model writes now."""
     p, model, world = trainer.progress, trainer.module, trainer.world
     nats, tokens = trainer.since_eval.take(world)
-    train = Metrics.of(nats, tokens, round(tokens / trainer.tokens_per_char)) if tokens else None
+    train = None
+    if tokens:  # characters and words of the windows read: the split's ratios to tokens
+        chars, words = (round(tokens / ratio) for ratio in trainer.tokens_per)
+        train = Metrics.of(nats, tokens, chars, words)
     val = evaluate(
         model,
         trainer.val_ids,
         trainer.config.seq_len,
-        trainer.tokenizer.count_chars,
+        trainer.tokenizer,
         trainer.device,
         world,
+        trainer.val_counts,
     )
     improved = val.loss < p.best_val_loss  # False for NaN: NaN weights never replace good ones
     if improved:
@@ -215,7 +219,8 @@ def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics) -> dic
     for split, m in (("train", train), ("val", val)):
         if m is not None:
             record.update({f"{split}_loss": m.loss, f"{split}_bpc": m.bpc})
-            record[f"{split}_perplexity"] = m.perplexity
+            record[f"{split}_word_perplexity"] = m.word_perplexity
+            record[f"{split}_token_perplexity"] = m.token_perplexity
     return record
 
 

@@ -26,7 +26,7 @@ from charrnn import checkpoint
 from charrnn.checkpoint import CheckpointError
 from charrnn.data import Streams, shard_rows
 from charrnn.distributed import SINGLE, World
-from charrnn.metrics import Metrics
+from charrnn.metrics import Metrics, text_counts
 from charrnn.model import RNNLanguageModel, State, detach
 from charrnn.sample import SampleConfig
 
@@ -195,8 +195,11 @@ class Trainer:
         self.val_ids = job.val_ids
         self.windows_per_epoch = self.streams.num_windows(config.seq_len)
         # bits/char of training windows: their nats times the split's tokens-per-char ratio
-        chars = self.tokenizer.count_chars(train_ids[1:])
-        self.tokens_per_char = (len(train_ids) - 1) / max(1, chars)
+        # (tokens per character, per word) of the training split, for the metrics of the
+        # training windows; the validation split's counts, once for every evaluation
+        counts = text_counts(self.tokenizer, train_ids)
+        self.tokens_per = tuple((len(train_ids) - 1) / max(1, n) for n in counts)
+        self.val_counts = text_counts(self.tokenizer, job.val_ids)
         self.optimizer = make_optimizer(model, config, self.device)
         self.amp_dtype = PRECISIONS[config.precision]
         assert self.amp_dtype is None or self.device.type == "cuda", "resolve_precision checks"

@@ -47,7 +47,7 @@ def test_evaluate_scores_every_target_once():
     model.eval()
     ids = ids[:500]
     # One stream: evaluation must equal one forward over the whole text.
-    m = evaluate(model, ids, seq_len=400, count_chars=tok.count_chars, device="cpu")
+    m = evaluate(model, ids, seq_len=400, tokenizer=tok, device="cpu")
     with torch.no_grad():
         logits, _ = model(torch.from_numpy(ids[:-1]).long()[None])
         nats = F.cross_entropy(logits[0], torch.from_numpy(ids[1:]).long(), reduction="sum")
@@ -55,8 +55,9 @@ def test_evaluate_scores_every_target_once():
     assert m.loss == pytest.approx(nats.item() / 499, rel=1e-5)
     assert m.bpc == pytest.approx(nats.item() / math.log(2) / 499, rel=1e-5)
     # Many streams and a tail: every target still counted.
-    m = evaluate(model, ids, seq_len=7, count_chars=tok.count_chars, device="cpu")
-    assert m.tokens == 499 and m.perplexity == pytest.approx(math.exp(m.loss))
+    m = evaluate(model, ids, seq_len=7, tokenizer=tok, device="cpu")
+    assert m.tokens == 499 and m.token_perplexity == pytest.approx(math.exp(m.loss))
+    assert m.words == tok.count_words(ids[1:])
 
 
 def run_fit(tmp_path, steps, stop_at=None, resume=None, dropout=0.3):
@@ -80,9 +81,13 @@ def test_fit_learns_and_writes_the_run_directory(tmp_path):
     assert evals[-1].val.loss < evals[0].val.loss
     assert reports[-1].kind == "done"
     lines = checkpoint.read_metrics(tmp_path)
-    assert len(lines) == 6 and {"val_loss", "val_bpc", "val_perplexity", "train_loss"} <= set(
-        lines[0]
-    )
+    assert len(lines) == 6 and {
+        "val_loss",
+        "val_bpc",
+        "val_word_perplexity",
+        "val_token_perplexity",
+        "train_loss",
+    } <= set(lines[0])
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "last").is_dir()
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 import charrnn
+from charrnn import checkpoint
 from charrnn.cli import app
 
 from .conftest import TEXT
@@ -166,3 +167,24 @@ def test_a_continuation_keeps_the_space_after_the_prime():
     prime = [tok.eos_id, *tok.encode("Speak,").tolist()]
     assert continuation(tok, prime, tok.encode("speak.").tolist()) == " speak."
     assert tok.decode(tok.encode("speak.")) == "speak."  # alone it starts a text: no space
+
+
+HAND = "the cat sat on the mat\nthe dog sat\n\na cat, a dog.\n"  # words + one per line:
+HAND_WORDS = (6 + 1) + (3 + 1) + (0 + 1) + (4 + 1)  # = 17, as pytorch/examples counts
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe", "unigram"])
+def test_perplexity_per_word_is_total_nats_over_the_hand_counted_words(tmp_path, kind):
+    extra = ["--vocab-size", "300"] if kind in ("bpe", "unigram") else []
+    run, _, _ = train(tmp_path, kind, HAND * 40, "--tokenizer", kind, "--steps", "3", *extra)
+    (tmp_path / "hand.txt").write_text(HAND, encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(run), str(tmp_path / "hand.txt"), "--json"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert scored["words"] == HAND_WORDS
+    nats = scored["loss"] * scored["tokens"]
+    assert scored["word_perplexity"] == pytest.approx(math.exp(nats / HAND_WORDS), rel=1e-9)
+    assert scored["token_perplexity"] == pytest.approx(math.exp(scored["loss"]), rel=1e-9)
+    assert "val_word_perplexity" in checkpoint.read_metrics(run)[-1]
+    info = runner.invoke(app, ["info", str(run)])
+    assert "ppl/word" in info.stdout

@@ -42,8 +42,8 @@ def info(run_dir: RunDir, as_json: AsJson = False):
     table.add_row("training", " ".join(settings.flags(c.train)) + ranks)
     table.add_row("steps", f"{c.step}")
     if c.best_val_loss is not None:
-        bpc = summary["best_val_bpc"]
-        bpc = f", {bpc:.4f} bits/char" if bpc else ""
+        bpc, ppl = summary["best_val_bpc"], summary["best_val_word_perplexity"]
+        bpc = (f", {bpc:.4f} bits/char" if bpc else "") + (f", {ppl:.2f} ppl/word" if ppl else "")
         table.add_row(
             "best val loss", f"{c.best_val_loss:.4f} nats/token{bpc} at step {c.best_step}"
         )
@@ -90,8 +90,8 @@ def eval_(
                     if (v := result.get(k)))  # fmt: skip
     typer.echo(
         f"loss {metrics.loss:.4f} nats/token  bits/char {metrics.bpc:.4f}  perplexity "
-        f"{metrics.perplexity:.3f} per token  ({metrics.tokens:,} tokens, {metrics.chars:,} "
-        f"chars{extra})"
+        f"{metrics.word_perplexity:.2f} per word, {metrics.token_perplexity:.3f} per token  "
+        f"({metrics.tokens:,} tokens, {metrics.chars:,} chars, {metrics.words:,} words{extra})"
     )
 
 

@@ -192,12 +192,13 @@ def eval_table(report) -> Table:
         f"{format_duration(p.elapsed)}",
         title_justify="left",
     )
-    for col in ("", "loss (nats/token)", "bits/char", "perplexity"):
+    for col in ("", "loss (nats/token)", "bits/char", "ppl/word", "ppl/token"):
         table.add_column(col, justify="right")
     for name, m in (("train", report.train), ("val", report.val)):
         if m is None:
             continue
-        table.add_row(name, f"{m.loss:.4f}", f"{m.bpc:.4f}", f"{m.perplexity:.2f}")
+        table.add_row(name, f"{m.loss:.4f}", f"{m.bpc:.4f}", f"{m.word_perplexity:.2f}",
+                      f"{m.token_perplexity:.2f}")  # fmt: skip
     best = (
         "new best: saved model.safetensors"
         if report.improved
