@@ -141,6 +141,9 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     return Run(run_dir, config, model, tok)
 
 
+GRADIENT_KEYS = ("grad_norm_mean", "grad_norm_max", "clipped_frac")  # of metrics.jsonl
+
+
 def describe(run: Run) -> dict:
     """What `charrnn info` shows: the settings, size, progress and versions of a run."""
     c, metrics = run.config, checkpoint.read_metrics(run.dir)
@@ -153,6 +156,7 @@ def describe(run: Run) -> dict:
         "best_step": c.best_step,
         "best_val_bpc": best.get("val_bpc"),
         "best_val_word_perplexity": best.get("val_word_perplexity"),
+        "gradient": {k: metrics[-1][k] for k in GRADIENT_KEYS if metrics and k in metrics[-1]},
         "evaluations": len(metrics),
         "vocab_size": run.tokenizer.vocab_size,
         "world_size": c.world_size,

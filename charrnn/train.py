@@ -163,6 +163,7 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
     sample a short `preview` of what the model writes now."""
     p, model, world = trainer.progress, trainer.module, trainer.world
     nats, tokens = trainer.since_eval.take(world)
+    grads = trainer.grads.take()
     train = None
     if tokens:  # characters and words of the windows read: the split's ratios to tokens
         chars, words = (round(tokens / ratio) for ratio in trainer.tokens_per)
@@ -187,7 +188,8 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
                 checkpoint.save_best(trainer.run_dir, model, summary)
             else:
                 checkpoint.update_config(trainer.run_dir, summary)
-            checkpoint.append_metrics(trainer.run_dir, metrics_record(trainer, train, val))
+            record = metrics_record(trainer, train, val, grads)
+            checkpoint.append_metrics(trainer.run_dir, record)
     except OSError as e:
         messages.append(f"could not save in {trainer.run_dir} ({e}); the previous files are kept")
     if math.isfinite(val.loss):  # the same on every rank, so all of them gather for last/
@@ -202,11 +204,17 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
     model.train()
     message = "; ".join(m for m in messages if m) or None
     return trainer.report(
-        "eval", train=train, val=val, improved=improved, sample=text, message=message
+        "eval",
+        train=train,
+        val=val,
+        grads=grads,
+        improved=improved,
+        sample=text,
+        message=message,
     )
 
 
-def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics) -> dict:
+def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics, grads) -> dict:
     """One line of metrics.jsonl."""
     p = trainer.progress
     record = {
@@ -221,6 +229,9 @@ def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics) -> dic
             record.update({f"{split}_loss": m.loss, f"{split}_bpc": m.bpc})
             record[f"{split}_word_perplexity"] = m.word_perplexity
             record[f"{split}_token_perplexity"] = m.token_perplexity
+    if grads is not None:  # the gradient's global norm before clipping, since the last one
+        record.update(grad_norm_mean=grads.mean, grad_norm_max=grads.max,
+                      clipped_frac=grads.clipped)  # fmt: skip
     return record
 
 

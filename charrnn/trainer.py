@@ -99,6 +99,7 @@ class Report:
     tokens_per_sec: float = 0.0
     train: Metrics | None = None  # training loss since the previous evaluation
     val: Metrics | None = None
+    grads: GradStats | None = None  # the gradient norm since the previous evaluation
     improved: bool = False  # this evaluation is the best so far and was saved
     sample: str | None = None  # a short sample from the model at this evaluation
     message: str | None = None  # what went wrong: a failed save, a divergence
@@ -130,6 +131,39 @@ class Meter:
         nats, tokens = self.total(world)
         self.sums.zero_()
         return nats, round(tokens)
+
+
+@dataclass(frozen=True)
+class GradStats:
+    """The gradient's global norm before clipping, over the steps since an evaluation."""
+
+    mean: float
+    max: float
+    clipped: float  # the fraction of steps whose norm was over --grad-clip
+    steps: int  # steps with a finite norm
+
+
+class GradNorms:
+    """Sums the gradient norm on the device, so the step never waits for the host:
+    [sum of norms, largest, steps clipped, steps counted]. Non-finite norms (skipped
+    steps) are not counted."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)
+
+    def add(self, norm: torch.Tensor, clip: float) -> None:
+        finite = torch.isfinite(norm)
+        value = torch.where(finite, norm.double(), 0.0)
+        clipped = finite & (norm > clip) if clip > 0 else torch.zeros_like(finite)
+        s = self.sums
+        self.sums.copy_(torch.stack((s[0] + value, torch.maximum(s[1], value), s[2] + clipped,
+                                     s[3] + finite)))  # fmt: skip
+
+    def take(self) -> GradStats | None:
+        """The stats since the last take (None if no step counted), then start again."""
+        total, largest, clipped, steps = self.sums.tolist()
+        self.sums.zero_()
+        return GradStats(total / steps, largest, clipped / steps, int(steps)) if steps else None
 
 
 class Guard:
@@ -209,6 +243,7 @@ class Trainer:
         self.total_steps = total_steps(config, self.windows_per_epoch)
         self.since_eval = Meter(self.device)  # training loss since the last evaluation
         self.guard = Guard(self.device)
+        self.grads = GradNorms(self.device)  # the gradient's norm since the last evaluation
         if world.rank > 0:  # its own dropout masks, not a copy of rank 0's
             torch.manual_seed(rank_seed(config.seed, world.rank, 0))
 
@@ -263,6 +298,7 @@ class Trainer:
         # only a non-finite loss counts towards divergence.
         bad = ~torch.isfinite(loss.detach()) if self.scaler is not None else skip
         self.guard.add(skip, bad)
+        self.grads.add(norm, cfg.grad_clip)
         # (under autocast the RNNs return fp16 states: carry them in fp32 like the weights)
         self.state = keep_state(skip, self.state, tuple(s.float() for s in detach(state)))
         p.step, p.window = p.step + 1, p.window + 1
@@ -296,6 +332,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "python_rng": random.getstate(),
             "since_eval": [nats, tokens],
+            "grad_norms": self.grads.sums.tolist(),  # the same on every rank (DDP)
             "world_size": self.world.size,
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
         }
@@ -326,6 +363,7 @@ class Trainer:
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         self.guard.reset()
+        self.grads.sums.copy_(torch.tensor(saved.get("grad_norms", [0.0] * 4)))  # old: none
 
     def save_last(self) -> str | None:
         """Save last/; a failed save (a full disk) keeps the previous one and says why.

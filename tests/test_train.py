@@ -98,3 +98,21 @@ def test_stop_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     resumed, _ = run_fit(tmp_path / "b", steps=12, resume=True)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_gradient_norms_are_summed_on_the_device_and_skipped_steps_left_out():
+    from charrnn.trainer import GradNorms
+
+    grads = GradNorms(torch.device("cpu"))
+    for norm in (1.0, float("nan"), 3.0, 0.5):
+        grads.add(torch.tensor(norm), clip=2.0)
+    stats = grads.take()
+    assert stats.steps == 3 and stats.max == 3.0 and stats.clipped == pytest.approx(1 / 3)
+    assert stats.mean == pytest.approx(4.5 / 3) and grads.take() is None  # started again
+
+
+def test_metrics_record_the_gradient_norm_before_clipping(tmp_path):
+    run_fit(tmp_path, steps=10, dropout=0.0)
+    lines = checkpoint.read_metrics(tmp_path)
+    assert all(0 < m["grad_norm_mean"] <= m["grad_norm_max"] for m in lines)
+    assert all(0 <= m["clipped_frac"] <= 1 for m in lines)

@@ -47,6 +47,11 @@ def info(run_dir: RunDir, as_json: AsJson = False):
         table.add_row(
             "best val loss", f"{c.best_val_loss:.4f} nats/token{bpc} at step {c.best_step}"
         )
+    g = summary["gradient"]
+    if g:
+        table.add_row("gradient", f"norm before clipping at the last evaluation: mean "
+                      f"{g['grad_norm_mean']:.3g}, max {g['grad_norm_max']:.3g}, "
+                      f"{g['clipped_frac']:.0%} of steps clipped")  # fmt: skip
     table.add_row("tokens", " ".join(settings.flags(c.tokenizer)) + "; " + vocabulary(run))
     sources = ", ".join(c.sources) or "python"
     table.add_row("corpus", f"{sources}: {c.files} files, {c.chars:,} chars; "

@@ -204,7 +204,11 @@ def eval_table(report) -> Table:
         if report.improved
         else f"best {p.best_val_loss:.4f} at step {p.best_step}"
     )
-    table.caption = best
+    g = report.grads
+    grads = (
+        f"; gradient norm mean {g.mean:.3g}, max {g.max:.3g}, clipped {g.clipped:.0%}" if g else ""
+    )
+    table.caption = best + grads
     return table
 
 
