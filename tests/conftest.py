@@ -74,3 +74,24 @@ def load_last(run_dir: Path):
     from charrnn.run import read_config
 
     return checkpoint.load_last(run_dir, read_config(run_dir).model)
+
+
+# A tiny run trained through the command line --------------------------------------------
+
+TINY = ["--steps", "20", "--eval-every", "10", "--layers", "1", "--hidden", "32",
+        "--embedding", "8", "--batch-size", "4", "--seq-len", "16"]  # fmt: skip
+
+
+def cli_train(root: Path, text: str = TEXT, *args: str, name: str = "run") -> Path:
+    """Write `text` to root/NAME.txt and train a tiny run on it into root/NAME, in process
+    (`charrnn train ... --run-dir`; `args` come after TINY's flags, so they win)."""
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    corpus = root / f"{name}.txt"
+    corpus.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(app, ["train", str(corpus), *TINY, *args, "--run-dir",
+                                      str(root / name)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return root / name

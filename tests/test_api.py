@@ -17,8 +17,7 @@ from charrnn import beam, checkpoint
 from charrnn.cli import app
 from charrnn.model import ModelConfig, RNNLanguageModel
 
-from .conftest import SHARED, TEXT
-from .test_cli import TINY
+from .conftest import SHARED, TEXT, cli_train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 runner = CliRunner()
@@ -85,10 +84,8 @@ def test_beam_search_finds_the_best_sequences_known_by_enumeration():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    (root / "tiny.txt").write_text(TEXT, encoding="utf-8")
-    result = runner.invoke(app, ["train", str(root / "tiny.txt"), *TINY, "--run-dir",
-                                 str(root / "run")])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    cli_train(root, TEXT, name="tiny")
+    (root / "tiny").rename(root / "run")
     return root
 
 

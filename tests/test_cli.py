@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 
+from .conftest import TINY
+
 runner = CliRunner()
-TINY = ["--steps", "20", "--eval-every", "10", "--layers", "1", "--hidden", "32",
-        "--embedding", "8", "--batch-size", "4", "--seq-len", "16"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

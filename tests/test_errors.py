@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 
-from .test_cli import TINY
+from .conftest import TEXT, TINY, cli_train
 
 runner = CliRunner()
 
@@ -63,13 +63,9 @@ BAD = [
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from .conftest import TEXT
-
     root = tmp_path_factory.mktemp("errors")
-    (root / "tiny.txt").write_text(TEXT, encoding="utf-8")
-    result = runner.invoke(app, ["train", str(root / "tiny.txt"), *TINY, "--run-dir",
-                                 str(root / "run")])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    cli_train(root, TEXT, name="tiny")
+    (root / "tiny").rename(root / "run")
     return root
 
 

@@ -21,7 +21,7 @@ from charrnn.model import ModelConfig, RNNLanguageModel, clamp_units
 from charrnn.sample import SampleConfig, generate
 from charrnn.tokenizer import CharTokenizer
 
-from .conftest import TEXT
+from .conftest import TEXT, cli_train
 
 CODE = 'x = foo(a, [b, c], {"d": (e)})  # call http://x\n    if (a[0]):\n        print("hi")\n'
 
@@ -253,13 +253,8 @@ SHOWN = 'x = foo(a, [b, c], {"d": (e)})\nAll:\n    if (a[0]):'
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("neurons")
-    (root / "corpus.txt").write_text(TEXT + CODE * 10, encoding="utf-8")
-    args = ["train", str(root / "corpus.txt"), "--steps", "4", "--eval-every", "4",
-            "--layers", "2", "--hidden", "16", "--embedding", "8", "--batch-size", "4",
-            "--seq-len", "16", "--run-dir", str(root / "run")]  # fmt: skip
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return root / "run"
+    return cli_train(root, TEXT + CODE * 10, "--steps", "4", "--eval-every", "4",
+                     "--layers", "2", "--hidden", "16")  # fmt: skip
 
 
 def inspect(run_dir, *args, env=None):
@@ -494,13 +489,8 @@ def test_on_unknown_skip_inspects_the_text_without_them(run_dir):
 @pytest.fixture(scope="module")
 def word_run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("neurons_words")
-    (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    args = ["train", str(root / "corpus.txt"), "--tokenizer", "word", "--steps", "2",
-            "--eval-every", "2", "--hidden", "8", "--embedding", "4", "--batch-size", "2",
-            "--seq-len", "8", "--run-dir", str(root / "run")]  # fmt: skip
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return root / "run"
+    small = ["--hidden", "8", "--embedding", "4", "--batch-size", "2", "--seq-len", "8"]
+    return cli_train(root, TEXT, "--tokenizer", "word", "--steps", "2", "--eval-every", "2", *small)
 
 
 WORDS = "All speak, zyzzyva Citizen: xyst zyzzyva."  # zyzzyva and xyst are not in TEXT
