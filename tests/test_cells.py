@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from charrnn.cells import CELLS, make_cell
-from charrnn.cells.base import linear
+from charrnn.cells.matmul import linear, pack
 from tests.reference_cells import REFERENCES
 
 NAMES = list(CELLS)
@@ -259,3 +259,11 @@ def test_linear_on_views_equals_torch():
     torch.testing.assert_close(linear(x[:, 1], w.t().t()), x[:, 1] @ w.t())
     flat = x.transpose(0, 1).flatten(0, 1)  # [18, 8]
     torch.testing.assert_close(linear(flat.t(), flat.t()), flat.t() @ flat)
+
+
+def test_linear_with_a_packed_weight_equals_torch():
+    x, w, add = torch.randn(4, 8), torch.randn(10, 8), torch.randn(4, 10)
+    packed = pack(w, 4)  # oneDNN's layout on a CPU; w itself where oneDNN is missing
+    torch.testing.assert_close(linear(x, packed, add), x @ w.t() + add)
+    torch.testing.assert_close(linear(x, packed), x @ w.t())
+    assert pack(w.double(), 4) is not None and not pack(w.double(), 4).is_mkldnn

@@ -21,6 +21,7 @@ i, f, o to a_i, a_f, a_o (the cells do that; the arithmetic here is the vanilla 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -40,7 +41,7 @@ class Gating:
     output_activation: bool = True  # False: NOAF, h = o * c instead of o * tanh(c)
     peepholes: bool = True  # False: NP
 
-    @property
+    @cached_property  # these three are read at every step
     def blocks(self) -> tuple[str, ...]:
         """The pre-activation blocks, each [B, H] of [B, G*H], in PyTorch's order i, f, g, o:
         the gates with weights of their own, and the block input g."""
@@ -48,13 +49,13 @@ class Gating:
         own["o"] = self.output_gate
         return tuple(k for k, kept in own.items() if kept)
 
-    @property
+    @cached_property
     def gates(self) -> tuple[str, ...]:
         """The gates a step reports: its blocks, and CIFG's f (= 1 - i) too."""
         coupled = self.forget_gate == "coupled"
         return tuple(k for k in "ifgo" if k in self.blocks or (k == "f" and coupled))
 
-    @property
+    @cached_property
     def peephole_gates(self) -> tuple[str, ...]:
         """The gates with a peephole: rows of the cell's `peephole` [P, H], in this order."""
         return tuple(k for k in self.blocks if k != "g") if self.peepholes else ()
@@ -100,12 +101,14 @@ def lstm_gates_backward(
     dc: Tensor,
     dz: dict[str, Tensor],
     peephole: Tensor | None,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The derivative of lstm_gates at one step, written out by hand.
 
     z, c_prev, c: what the step computed; y: tanh(c) (c itself for NOAF). dh, dc: dL/dh_t
     and dL/dc_t from the layer above and the later steps; dz: dL/d gate from elsewhere
-    (FGR's gates feed the next step), {} if none. Returns dL/dpre [B, G*H], dL/dc_{t-1}."""
+    (FGR's gates feed the next step), {} if none. Returns dL/dpre [B, G*H] (written into
+    out if given), dL/dc_{t-1}."""
     p = dict(zip(v.peephole_gates, peephole)) if peephole is not None else {}
     dz = dict(dz)
     da = {}  # dL/d pre-activation, per block
@@ -129,4 +132,4 @@ def lstm_gates_backward(
             da[k] = _sigmoid_backward(dz[k], z[k])
             if k in p:
                 dc_prev = torch.addcmul(dc_prev, da[k], p[k])  # i and f peep at c_{t-1}
-    return torch.cat([da[k] for k in v.blocks], 1), dc_prev
+    return torch.cat([da[k] for k in v.blocks], 1, out=out), dc_prev

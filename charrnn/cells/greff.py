@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from charrnn.cells.base import Cell, State, init_uniform, linear
+from charrnn.cells.base import Cell, State, init_uniform
 from charrnn.cells.gates import Gating, lstm_gates, lstm_gates_backward
+from charrnn.cells.matmul import linear, pack, project
 
 
 def greff_step(
@@ -36,14 +37,18 @@ def greff_step(
 
 
 class _Window(torch.autograd.Function):
-    """A window of greff_step, xp [B, T, G*H] -> (h at every step [B, T, H], *final state)."""
+    """A window of greff_step, xp [T, B, G*H] -> (h at every step [B, T, H], *final state).
+
+    xp is time-major so that each step's slice, and the gradient handed back, is contiguous."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, v, xp, w_hh, peephole, w_gates, *state):
+        B = xp.shape[1]
+        r_hh, r_gates = pack(w_hh, B), (pack(w_gates, B) if w_gates is not None else None)
         states, zs = [state], []
-        for t in range(xp.shape[1]):
-            new, z = greff_step(v, xp[:, t], states[-1], w_hh, peephole, w_gates)
+        for xp_t in xp:
+            new, z = greff_step(v, xp_t, states[-1], r_hh, peephole, r_gates)
             states.append(new)
             zs.append(z)
         ys = torch.stack([s[0] for s in states[1:]], 1)  # T x [B, H] -> [B, T, H]
@@ -63,18 +68,17 @@ class _Window(torch.autograd.Function):
         hs, cs = torch.stack([state[0], *ctx.hs]), torch.stack([state[1], *ctx.cs])  # [T(+1), B, H]
         ys = torch.tanh(cs[1:]) if v.output_activation else cs[1:]
         dh, dc, dz = dfinal[0], dfinal[1], dict(zip("ifo", dfinal[2:]))
-        # Transposed once: oneDNN would copy a transposed view at every step.
-        r_hh = w_hh.t().contiguous()
-        r_gates = w_gates.t().contiguous() if w_gates is not None else None
-        dpre = [None] * len(zs)
-        for t in reversed(range(len(zs))):
-            dpre[t], dc = lstm_gates_backward(
-                v, zs[t], cs[t], cs[t + 1], ys[t], dh + dys[:, t], dc, dz, peephole
+        B, T, H = dys.shape
+        r_hh = pack(w_hh.t().contiguous(), B)  # transposed and packed once for all steps
+        r_gates = pack(w_gates.t().contiguous(), B) if w_gates is not None else None
+        dpre = dys.new_empty(T, B, len(v.blocks) * H)  # dL/dpre at every step
+        for t in reversed(range(T)):
+            _, dc = lstm_gates_backward(
+                v, zs[t], cs[t], cs[t + 1], ys[t], dh + dys[:, t], dc, dz, peephole, dpre[t]
             )
             dh = linear(dpre[t], r_hh)  # [B, G*H] @ [G*H, H]: on to h_{t-1}
             if r_gates is not None:  # and on to FGR's gates of step t-1
                 dz = dict(zip("ifo", linear(_ifo(dpre[t]), r_gates).chunk(3, 1)))
-        dpre = torch.stack(dpre)  # [T, B, G*H]
         # Each weight's gradient over the whole window in one matmul: [G*H, T*B] @ [T*B, H].
         dw_hh = linear(dpre.flatten(0, 1).t(), hs.flatten(0, 1).t())
         dpeephole = _peephole_grad(v, dpre, cs)
@@ -82,7 +86,7 @@ class _Window(torch.autograd.Function):
         if w_gates is not None:
             prev = torch.stack([torch.cat(state[2:], 1)] + [_cat_ifo(z) for z in zs[:-1]])
             dw_gates = linear(_ifo(dpre).flatten(0, 1).t(), prev.flatten(0, 1).t())  # [3H, 3H]
-        return None, dpre.transpose(0, 1), dw_hh, dpeephole, dw_gates, dh, dc, *dz.values()
+        return None, dpre, dw_hh, dpeephole, dw_gates, dh, dc, *dz.values()
 
 
 def _ifo(pre: Tensor) -> Tensor:
@@ -106,22 +110,18 @@ def _peephole_grad(v: Gating, dpre: Tensor, cs: Tensor) -> Tensor:
     return torch.stack(rows)
 
 
-class Peephole(Cell):
+class GreffCell(Cell):
     """Greff et al.'s vanilla LSTM, with peepholes p_i, p_f on c_{t-1} and p_o on c_t
-    (equations in gates.py). Parameters: weight_ih [G*H, I], weight_hh [G*H, H], bias
-    [G*H] (blocks in PyTorch's order i, f, g, o, those the variant has), peephole [P, H]
-    (rows i, f, o, those it has). forget_bias B sets f's bias to B at initialisation."""
+    (equations in gates.py), or the variant its subclass's `gating` names. Parameters:
+    weight_ih [G*H, I], weight_hh [G*H, H], bias [G*H] (blocks in PyTorch's order i, f, g,
+    o, those the variant has), peephole [P, H] (rows i, f, o, those it has). forget_bias B
+    sets f's bias to B at initialisation."""
 
-    name = "peephole"
-    gating = Gating()
+    gating: Gating
     state_names = ("h", "c")
 
     def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls._derive_names()
-
-    @classmethod
-    def _derive_names(cls) -> None:
+        super().__init_subclass__(**kwargs)  # the names follow from the gating
         cls.gate_names = cls.gating.gates
         cls.sigmoid_gates = tuple(k for k in cls.gate_names if k != "g")
         cls.gate_weights = len(cls.gating.blocks)
@@ -151,9 +151,10 @@ class Peephole(Cell):
         return self.bias.data[j * H : (j + 1) * H]
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        xp = F.linear(
-            x, self.weight_ih, self.bias
-        )  # the window's inputs in one matmul: [B, T, G*H]
+        # The window's inputs in one matmul, time-major: [B, T, I] -> [T*B, I] -> [T, B, G*H].
+        B, T, _ = x.shape
+        xp = project(x.transpose(0, 1).reshape(T * B, -1), self.weight_ih, self.bias)
+        xp = xp.view(T, B, -1)
         weights = (self.weight_hh, self.peephole, self.weight_gates)
         ys, *final = _Window.apply(self.gating, xp, *weights, *state)
         return ys, tuple(final)
@@ -166,40 +167,43 @@ class Peephole(Cell):
         return new, (z if observe else None)
 
 
-Peephole._derive_names()
+class Peephole(GreffCell):
+    """The vanilla LSTM of Greff et al., all of it."""
+
+    name, gating = "peephole", Gating()
 
 
-class NIG(Peephole):
+class NIG(GreffCell):
     """No input gate: i = 1."""
 
     name, gating = "nig", Gating(input_gate=False)
 
 
-class NFG(Peephole):
+class NFG(GreffCell):
     """No forget gate: f = 1 (forget_bias has nothing to set and is ignored)."""
 
     name, gating = "nfg", Gating(forget_gate="none")
 
 
-class NOG(Peephole):
+class NOG(GreffCell):
     """No output gate: o = 1."""
 
     name, gating = "nog", Gating(output_gate=False)
 
 
-class NIAF(Peephole):
+class NIAF(GreffCell):
     """No input activation function: g = a_g, not tanh(a_g)."""
 
     name, gating = "niaf", Gating(input_activation=False)
 
 
-class NOAF(Peephole):
+class NOAF(GreffCell):
     """No output activation function: h = o * c, not o * tanh(c)."""
 
     name, gating = "noaf", Gating(output_activation=False)
 
 
-class CIFG(Peephole):
+class CIFG(GreffCell):
     """Coupled input and forget gate: f = 1 - i, so no forget-gate weights or peephole.
 
     forget_bias B sets the input gate's bias to -B: then f = 1 - sigmoid(a_i) = sigmoid(-a_i)
@@ -211,7 +215,7 @@ class CIFG(Peephole):
         self._bias_block("i").fill_(-value)
 
 
-class FGR(Peephole):
+class FGR(GreffCell):
     """Full gate recurrence: a_i, a_f, a_o also get the previous step's i, f, o through
     nine recurrent matrices, weight_gates [3H, 3H] (rows to a_i, a_f, a_o; columns from
     i, f, o). The state carries those gates: (h, c, i, f, o)."""

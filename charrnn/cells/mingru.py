@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from charrnn.cells.base import Cell, State, init_uniform
+from charrnn.cells.matmul import project
 
 # Steps scanned at once. In float32 the scan loses about |log A*_t| * 6e-8 of relative
 # accuracy (log A*_t + logcumsumexp(...) cancels), and log A*_t grows with t without bound:
@@ -84,7 +85,7 @@ class _Scan(torch.autograd.Function):
         # h_t = A h_{t-1} + z h~ with A = 1 - z: dh_t/dk = z A (h~ - h_{t-1}), dh_t/da = z g'(a).
         dk = dh * z * A * (g(a) - h_prev)
         sig = torch.sigmoid(a)
-        da = dh * z * torch.where(a >= 0, torch.ones_like(a), sig * (1 - sig))
+        da = dh * z * torch.where(a >= 0, 1.0, sig * (1 - sig))
         return dk, da, A[:, 0] * dh[:, 0]
 
 
@@ -105,7 +106,9 @@ class MinGRU(Cell):
         init_uniform(self, hidden_size)
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        k, a = F.linear(x, self.weight_ih, self.bias).chunk(2, -1)  # [B, T, 2H] -> 2 x [B, T, H]
+        B, T, _ = x.shape
+        ka = project(x.reshape(B * T, -1), self.weight_ih, self.bias)  # [B*T, I] -> [B*T, 2H]
+        k, a = ka.view(B, T, -1).chunk(2, -1)  # -> 2 x [B, T, H]
         hs = _Scan.apply(k, a, state[0])
         return hs, (hs[:, -1],)
 

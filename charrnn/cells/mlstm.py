@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from charrnn.cells.base import Cell, State, init_uniform, linear
+from charrnn.cells.base import Cell, State, init_uniform
 from charrnn.cells.gates import Gating, lstm_gates, lstm_gates_backward
+from charrnn.cells.matmul import linear, pack, project
 
 GATING = Gating(peepholes=False)
 
@@ -36,14 +37,16 @@ def mlstm_step(
 
 
 class _Window(torch.autograd.Function):
-    """A window of mlstm_step: xp [B, T, 4H], xm [B, T, H] -> (h [B, T, H], h_T, c_T)."""
+    """A window of mlstm_step: xp [T, B, 4H], xm [T, B, H] -> (h [B, T, H], h_T, c_T),
+    time-major as greff.py's window is."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, xp, xm, w_mh, w_gm, h0, c0):
         state, hs, cs, zs, us = (h0, c0), [h0], [c0], [], []
-        for t in range(xp.shape[1]):
-            state, z, u = mlstm_step(xp[:, t], xm[:, t], state, w_mh, w_gm)
+        r_mh, r_gm = pack(w_mh, xp.shape[1]), pack(w_gm, xp.shape[1])  # once for all steps
+        for xp_t, xm_t in zip(xp, xm):
+            state, z, u = mlstm_step(xp_t, xm_t, state, r_mh, r_gm)
             hs.append(state[0])
             cs.append(state[1])
             zs.append(z)
@@ -60,7 +63,8 @@ class _Window(torch.autograd.Function):
         zs, us = ctx.zs, ctx.us
         cs = torch.stack([c0, *ctx.cs])  # [T+1, B, H]
         ys = torch.tanh(cs[1:])
-        r_mh, r_gm = w_mh.t().contiguous(), w_gm.t().contiguous()  # transposed once
+        B = h0.shape[0]  # transposed and packed once for all steps
+        r_mh, r_gm = pack(w_mh.t().contiguous(), B), pack(w_gm.t().contiguous(), B)
         T = len(zs)
         dpre, du, dxm = [None] * T, [None] * T, [None] * T
         for t in reversed(range(T)):
@@ -68,7 +72,7 @@ class _Window(torch.autograd.Function):
                 GATING, zs[t], cs[t], cs[t + 1], ys[t], dh + dys[:, t], dc, {}, None
             )
             dm = linear(dpre[t], r_gm)  # [B, 4H] @ [4H, H]
-            du[t], dxm[t] = dm * xm[:, t], dm * us[t]
+            du[t], dxm[t] = dm * xm[t], dm * us[t]
             dh = linear(du[t], r_mh)  # on to h_{t-1}
         dpre, du = torch.stack(dpre), torch.stack(du)  # [T, B, 4H], [T, B, H]
         ms = torch.stack([z["m"] for z in zs])
@@ -76,7 +80,7 @@ class _Window(torch.autograd.Function):
         # Each weight's gradient over the whole window in one matmul.
         dw_gm = linear(dpre.flatten(0, 1).t(), ms.flatten(0, 1).t())  # [4H, T*B] @ [T*B, H]
         dw_mh = linear(du.flatten(0, 1).t(), hs.flatten(0, 1).t())  # [H, T*B] @ [T*B, H]
-        return dpre.transpose(0, 1), torch.stack(dxm, 1), dw_mh, dw_gm, dh, dc
+        return dpre, torch.stack(dxm), dw_mh, dw_gm, dh, dc
 
 
 class MLSTM(Cell):
@@ -104,13 +108,15 @@ class MLSTM(Cell):
             self.bias.data[H : 2 * H] = forget_bias
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x [.., I] -> W_gx x + b [.., 4H] and W_mx x [.., H], in one matmul."""
+        """x [N, I] -> W_gx x + b [N, 4H] and W_mx x [N, H], in one matmul."""
         weight = torch.cat([self.weight_gx, self.weight_mx])  # [5H, I]
         bias = F.pad(self.bias, (0, self.hidden_size))
-        return F.linear(x, weight, bias).split([4 * self.hidden_size, self.hidden_size], -1)
+        return project(x, weight, bias).split([4 * self.hidden_size, self.hidden_size], -1)
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        xp, xm = self._project(x)  # the window's inputs: [B, T, 4H], [B, T, H]
+        # The window's inputs in one matmul, time-major: [B, T, I] -> [T*B, I] -> [T, B, 5H].
+        B, T, _ = x.shape
+        xp, xm = (p.view(T, B, -1) for p in self._project(x.transpose(0, 1).reshape(T * B, -1)))
         ys, h, c = _Window.apply(xp, xm, self.weight_mh, self.weight_gm, *state)
         return ys, (h, c)
 
