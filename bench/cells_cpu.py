@@ -32,6 +32,18 @@ def window_seconds(cell: nn.Module, x: torch.Tensor, state: tuple) -> float:
     return time.perf_counter() - t0
 
 
+def step_loop_seconds(cell: nn.Module, x: torch.Tensor, state: tuple) -> float:
+    """The same window as T calls of cell.step under plain autograd: what a window function
+    (or PyTorch's fused kernel) saves over the equations written as ordinary ops."""
+    t0 = time.perf_counter()
+    hs = []
+    for t in range(x.shape[1]):
+        state, _ = cell.step(x[:, t], state)
+        hs.append(state[0])
+    torch.stack(hs, 1).sum().backward()
+    return time.perf_counter() - t0
+
+
 def lstm_window_seconds(lstm: nn.LSTM, x: torch.Tensor, state: tuple) -> float:
     t0 = time.perf_counter()
     ys, _ = lstm(x, state)
@@ -46,8 +58,9 @@ def main() -> None:
     parser.add_argument("--embedding", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--step-loop", action="store_true", help="also time T calls of step()")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -73,8 +86,12 @@ def main() -> None:
         flops_per_s = TRAIN_FLOPS_FACTOR * flops * tokens
         mfu_ratio = flops_per_s / (TRAIN_FLOPS_FACTOR * lstm_flops * tokens_lstm)
         params = sum(p.numel() for p in cell.parameters())
+        loop = ""
+        if args.step_loop:
+            seconds = min(step_loop_seconds(cell, x, state) for _ in range(args.repeats // 4 + 1))
+            loop = f"  step() loop {seconds * 1e3:.1f} ms"
         print(f"{name:9} {params:>10,} {flops / 1e6:>9.2f} {best * 1e3:>7.1f} {tokens:>9,.0f} "
-              f"{ratio:>5.2f}x {flops_per_s / 1e9:>8.1f} {mfu_ratio:>11.2f}x")  # fmt: skip
+              f"{ratio:>5.2f}x {flops_per_s / 1e9:>8.1f} {mfu_ratio:>11.2f}x{loop}")  # fmt: skip
     print(f"{'nn.LSTM':9} {'':>10} {lstm_flops / 1e6:>9.2f} {best_lstm * 1e3:>7.1f} "
           f"{tokens_lstm:>9,.0f} (last)")  # fmt: skip
 

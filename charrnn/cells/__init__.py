@@ -11,6 +11,8 @@ embeddings, stacking, dropout or decoders (model.py owns those).
     cifg fgr                         (greff.py; the arithmetic in gates.py)
     mlstm                            Krause et al. 2016 (mlstm.py)
     mingru                           Feng et al. 2024, parallel scan (mingru.py)
+
+The hand-written cells' matmuls are matmul.py's (oneDNN on a CPU).
 """
 
 from __future__ import annotations

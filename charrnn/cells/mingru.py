@@ -3,13 +3,13 @@
     z = sigmoid(W_z x_t + b_z)      h~ = g(W_h x_t + b_h)      h_t = (1 - z) * h_{t-1} + z * h~
     g(a) = a + 0.5 for a >= 0, sigmoid(a) otherwise  (so h~ > 0)
 
-Neither z nor h~ sees h_{t-1}, so a window is a linear recurrence h_t = A_t h_{t-1} + b_t
-with A = 1 - z, b = z * h~ known for every step at once, and `forward` solves it by a
-parallel scan in log space (logcumsumexp; A, b > 0), not a step loop. `step` is its
-sequential form. Owns: the cell and its scan (a torch.autograd.Function whose backward, the
-reverse recurrence dL/dh_{t-1} = A_t dL/dh_t, is one fused op per step: on a CPU
-torch's logcumsumexp, and autograd's derivative of it (two more), cost more than the rest of
-the cell). forget_bias is ignored: there is no forget gate (1 - z plays that part).
+Neither z nor h~ sees h_{t-1}: a window is the linear recurrence h_t = A_t h_{t-1} + b_t,
+A = 1 - z and b = z * h~ known at every step at once. `forward` solves it by a parallel scan
+in log space (logcumsumexp; A, b > 0), CHUNK steps at a time, not a loop over steps; `step`
+is its sequential form. Owns: the cell and its scan, a torch.autograd.Function whose
+backward is the reverse recurrence dL/dh_{t-1} += A_t dL/dh_t, one fused op per step: on a
+CPU autograd's derivative of logcumsumexp (two more of them) cost more than all the rest.
+forget_bias is ignored: there is no forget gate (1 - z plays that part).
 """
 
 from __future__ import annotations
