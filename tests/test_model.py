@@ -6,6 +6,8 @@ import torch
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel, detach
 
+from .conftest import TEXT
+
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     # PyTorch's gate order: input, forget, cell candidate, output.
@@ -127,3 +129,27 @@ def test_config_names_the_flag_and_the_bad_value(field, value, shown):
     flag = "--" + field.replace("_", "-")
     with pytest.raises(ConfigError, match=f"^{flag} .*{shown}"):
         ModelConfig(vocab_size=5, **{field: value})
+
+
+def test_forget_bias_is_one_declaration_from_flag_to_config_info_and_resume(tmp_path):
+    """A model option, declared once in ModelConfig: the flag, its help, config.json, info
+    and the resume check all follow from that declaration."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    from .conftest import cli_train
+
+    run = cli_train(tmp_path, TEXT, "--forget-bias", "1.5", "--steps", "2")
+    assert json.loads((run / "config.json").read_text())["model"]["forget_bias"] == 1.5
+    model = RNNLanguageModel(ModelConfig(vocab_size=5, hidden=4, embedding=2, forget_bias=1.5))
+    f = slice(4, 8)  # PyTorch's gate order i, f, g, o
+    assert (model.layers[0].bias_ih_l0[f] + model.layers[0].bias_hh_l0[f] == 1.5).all()
+    runner = CliRunner()
+    assert "--forget-bias 1.5" in runner.invoke(app, ["info", str(run)]).stdout
+    refused = runner.invoke(app, ["train", "--resume", str(run), "--forget-bias", "2"])
+    assert refused.exit_code == 2
+    assert "--forget-bias 2 differs from the run's 1.5" in refused.stderr
+    assert "--forget-bias X" in runner.invoke(app, ["train", "--help"]).stdout
