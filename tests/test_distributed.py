@@ -166,20 +166,21 @@ def test_shards_are_disjoint_contiguous_and_cover_every_stream():
 # The DDP gradient, in two processes, against the full batch's in this one --------------
 
 
-def tiny_trainer(run_dir: Path, batch_size: int, world: World) -> Trainer:
+def tiny_trainer(run_dir: Path, batch_size: int, world: World, cell: str = "lstm") -> Trainer:
     tok = CharTokenizer.fit(TEXT)
     ids = np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
     torch.manual_seed(0)
-    model = RNNLanguageModel(ModelConfig(tok.vocab_size, layers=2, hidden=24, embedding=8))
+    config = ModelConfig(tok.vocab_size, cell=cell, layers=2, hidden=24, embedding=8)
+    model = RNNLanguageModel(config)
     config = TrainConfig(seq_len=16, batch_size=batch_size, steps=3, warmup_steps=0)
     return Trainer(job(model, tok, ids, config, run_dir, world=world))
 
 
-def gradient_worker(rank: int, size: int, rendezvous: str, out: str) -> None:
+def gradient_worker(rank: int, size: int, rendezvous: str, out: str, cell: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=size)
     try:
-        trainer = tiny_trainer(Path(out), 2, World(rank, size, rank))
+        trainer = tiny_trainer(Path(out), 2, World(rank, size, rank), cell)
         for _ in range(3):  # the carried state and the optimizer take part from step 2 on
             trainer.step()
         module = trainer.module
@@ -189,9 +190,11 @@ def gradient_worker(rank: int, size: int, rendezvous: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ddp_gradients_equal_the_full_batch_gradient(tmp_path):
-    mp.spawn(gradient_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
-    reference = tiny_trainer(tmp_path, 4, World())  # one process reading all 4 streams
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "mingru"])  # PyTorch's, and charrnn's own
+def test_ddp_gradients_equal_the_full_batch_gradient(tmp_path, cell):
+    args = (2, str(tmp_path / "rendezvous"), str(tmp_path), cell)
+    mp.spawn(gradient_worker, args=args, nprocs=2)
+    reference = tiny_trainer(tmp_path, 4, World(), cell)  # one process reading all 4 streams
     for _ in range(3):
         reference.step()
     for rank in range(2):

@@ -35,6 +35,8 @@ LABELS = {  # how the views name what a trace holds; a name not here is shown as
     "r": "reset gate r",
     "z": "update gate z",
     "n": "new gate n",
+    "m": "multiplicative state m",
+    "h_tilde": "candidate h~",
 }
 TOP = 5  # next-token guesses kept per step
 
@@ -106,7 +108,8 @@ def trace_text(model: RNNLanguageModel, tokenizer, text: str, on_unknown: str = 
 
 def state_names(cell: str) -> tuple[str, ...]:
     """Every trace key of a cell: its states ("h", then "c" where it has one), then its gates."""
-    return (*CELLS[cell].state_names, *CELLS[cell].gate_names)
+    names = (*CELLS[cell].state_names, *CELLS[cell].gate_names)
+    return tuple(dict.fromkeys(names))  # fgr carries its gates in its state: each name once
 
 
 def state_name(cell: str, state: str, gate: str | None) -> str:
