@@ -19,7 +19,7 @@ import os
 import platform
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from charrnn.tokenizer import TokenizerConfig
 from charrnn.train import TrainConfig
 from charrnn.trainer import PRECISIONS, Job, Trainer
 
-REFERENCE = {"gru": nn.GRU, "rnn": nn.RNN}  # the plain loop's module; others nn.LSTM
+REFERENCE = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # the plain loop's; others nn.LSTM
 TRAIN_FLOPS_FACTOR = 3  # forward + backward (about twice the forward's matmuls)
 
 
@@ -90,7 +90,8 @@ class BenchResult:
     threads: int  # torch's CPU threads
     versions: dict
     date: str
-    flops_per_token: int  # counted per token of this kind (training: 3x the forward)
+    flops_per_token: int  # charrnn's model, per token of this kind (training: 3x the forward)
+    reference_flops_per_token: int  # the reference's (nn.LSTM for a variant cell)
     peak_flops: float  # FLOP/s of the timed matmul
     peak_how: str
     memory_how: str
@@ -103,8 +104,9 @@ class BenchResult:
         return self.ours.tokens_per_sec / self.reference.tokens_per_sec
 
     def mfu(self, m: Measure) -> float:
-        """Model FLOP utilisation: the model's FLOP/s over the matmul peak."""
-        return m.tokens_per_sec * self.flops_per_token / self.peak_flops
+        """Model FLOP utilisation: the model's own FLOP/s over the matmul peak."""
+        flops = self.flops_per_token if m is self.ours else self.reference_flops_per_token
+        return m.tokens_per_sec * flops / self.peak_flops
 
     def to_dict(self) -> dict:
         record = {**asdict(self), "ratio": self.ratio}
@@ -302,14 +304,14 @@ def bench_train(config: BenchConfig, device, ids: np.ndarray | None = None, data
             f"--seq-len {config.seq_len} needs at least {need:,}"
         )
     assert int(ids.max()) < config.model.vocab_size, "the model's vocab_size must cover the ids"
-    flops = TRAIN_FLOPS_FACTOR * forward_flops_per_token(config.model)
+    flops = [TRAIN_FLOPS_FACTOR * forward_flops_per_token(m) for m in models(config)]
     dtype = PRECISIONS[config.precision] or torch.float32
 
     def both():
         return ours_train(config, ids, device), reference_train(config, ids, device)
 
     peak, peak_how, (ours, ref) = peak_around(device, dtype, both)
-    return result("train", config, data, device, flops, peak, peak_how, ours, ref)
+    return result("train", config, data, device, *flops, peak, peak_how, ours, ref)
 
 
 # Sampling ------------------------------------------------------------------------------
@@ -359,14 +361,14 @@ def reference_sample(config: BenchConfig, device: torch.device) -> Measure:
 def bench_sample(config: BenchConfig, device):
     """Time charrnn's sampler and the plain reference loop, both fp32, random weights."""
     device = torch.device(device)
-    flops = forward_flops_per_token(config.model)
+    flops = [forward_flops_per_token(m) for m in models(config)]
 
     def both():
         return ours_sample(config, device), reference_sample(config, device)
 
     peak, peak_how, (ours, ref) = peak_around(device, torch.float32, both)
     data = "an untrained model's own samples (random weights, seed 0)"
-    return result("sample", config, data, device, flops, peak, peak_how, ours, ref)
+    return result("sample", config, data, device, *flops, peak, peak_how, ours, ref)
 
 
 # Reporting -----------------------------------------------------------------------------
@@ -389,11 +391,17 @@ def versions() -> dict:
     return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn}
 
 
-def result(kind, config, data, device, flops, peak, peak_how, ours, ref) -> BenchResult:
+def models(config: BenchConfig) -> tuple[ModelConfig, ModelConfig]:
+    """(charrnn's model, the reference's): the same shape, the reference's cell PyTorch's."""
+    cell = config.model.cell if config.model.cell in REFERENCE else "lstm"
+    return config.model, replace(config.model, cell=cell)
+
+
+def result(kind, config, data, device, flops, ref_flops, peak, how, ours, ref) -> BenchResult:
     return BenchResult(
         kind, config, data, str(device), device_name(device), torch.get_num_threads(),
-        versions(), date.today().isoformat(), flops, peak, peak_how, PeakMemory.how(device),
-        ours, ref,
+        versions(), date.today().isoformat(), flops, ref_flops, peak, how,
+        PeakMemory.how(device), ours, ref,
     )  # fmt: skip
 
 

@@ -65,3 +65,21 @@ def test_bench_refuses_bad_values():
     assert result.exit_code == 2 and "CUDA" in result.stderr
     result = runner.invoke(app, ["bench", "sample", *TINY, "--cell", "lstmx"])
     assert result.exit_code == 2 and "lstmx" in result.stderr
+
+
+def test_a_variant_cell_is_timed_against_nn_lstm_with_its_own_flops():
+    args = ["bench", "train", *TINY, "--cell", "mlstm", "--batch-size", "2", "--seq-len", "8",
+            "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    mlstm = ModelConfig(vocab_size=20, cell="mlstm", layers=1, hidden=16, embedding=8)
+    lstm = ModelConfig(vocab_size=20, cell="lstm", layers=1, hidden=16, embedding=8)
+    assert record["flops_per_token"] == 3 * forward_flops_per_token(mlstm)
+    assert record["reference_flops_per_token"] == 3 * forward_flops_per_token(lstm)
+    assert record["flops_per_token"] > record["reference_flops_per_token"]
+    peak, ours, ref = record["peak_flops"], record["ours"], record["reference"]
+    assert ours["mfu"] == pytest.approx(ours["tokens_per_sec"] * record["flops_per_token"] / peak)
+    assert ref["mfu"] == pytest.approx(
+        ref["tokens_per_sec"] * record["reference_flops_per_token"] / peak
+    )

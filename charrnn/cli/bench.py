@@ -127,7 +127,8 @@ def render_bench(result, as_json: bool) -> None:
     )
     out.print(
         f"matmul peak {result.peak_flops / 1e12:.3f} TFLOP/s ({result.peak_how}); "
-        f"{result.flops_per_token:,} model FLOPs per token; memory: {result.memory_how}"
+        f"{result.flops_per_token:,} model FLOPs per token (the reference "
+        f"{result.reference_flops_per_token:,}); memory: {result.memory_how}"
     )
     table = Table()
     for col in ("", "tokens/s", "ms/step", "MFU", "peak memory", "loss"):
