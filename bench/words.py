@@ -41,11 +41,12 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's charrnn, here and in the subprocesses
 
-from charrnn.cli.common import parse_duration  # noqa: E402
+from charrnn.settings import parse_duration  # noqa: E402
 from charrnn.tokenizer import text_words  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "corpora" / "wikitext-2-valtest"
 # charrnn's flags per tokenizer; the flags after -- go to the word model, after these.
+# The word model's defaults (ModelConfig, TrainConfig: by={"word": ...}) were chosen so:
 # For a 10k-word decoder on a CPU the decoder's H x V matrix is most of the work, so the
 # word model is small and tied (1x256: 3.1M parameters, 2.6M of them the shared matrix),
 # and in a budget of minutes, a few epochs of valid.txt, more updates beat bigger ones and
@@ -54,9 +55,7 @@ WIKITEXT = ROOT.parent / "shared" / "corpora" / "wikitext-2-valtest"
 # dropout 0.2, lr 3e-3, batch 32 x 64: 534; the same at dropout 0, lr 8e-3: 246, 276;
 # then batch 16 x 35: 226 (1x128 tied at 32 x 64: 240). Give dropout 0.2-0.3 to long runs.
 FLAGS = {
-    "word": ["--tokenizer", "word", "--layers", "1", "--hidden", "256", "--embedding", "256",
-             "--tie-weights", "--dropout", "0", "--batch-size", "16", "--seq-len", "35",
-             "--lr", "8e-3"],
+    "word": ["--tokenizer", "word"],  # the defaults of a word model, declared in the settings
     "char": ["--tokenizer", "char"],
     "bpe": ["--tokenizer", "bpe"],
 }  # fmt: skip

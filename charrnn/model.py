@@ -37,13 +37,23 @@ class ModelConfig:
     )
     cell: str = setting("lstm", "The recurrent cell.", choices=tuple(CELLS), announce=True)
     layers: int = setting(1, "Stacked recurrent layers.", by={"cuda": 2}, check=at_least(1))
-    hidden: int = setting(512, "Units per layer.", by={"cuda": 1024}, check=at_least(1))
-    embedding: int = setting(64, "Token embedding size.", by={"cuda": 128}, check=at_least(1))
+    # A word model's decoder (H x 10,000) is most of its work: on a CPU a small tied one
+    # gets the most updates in minutes (bench/words.py; see bench/RESULTS.md).
+    hidden: int = setting(
+        512, "Units per layer.", by={"cuda": 1024, "word": 256, "cuda word": 1024},
+        check=at_least(1),
+    )  # fmt: skip
+    embedding: int = setting(
+        64, "Token embedding size.", by={"cuda": 128, "word": 256, "cuda word": 1024},
+        check=at_least(1),
+    )  # fmt: skip
     dropout: float = setting(
         0.0, "Dropout between layers and before the decoder.", by={"cuda": 0.2},
         check=within(0, 1, high_open=True),
     )  # fmt: skip
-    tie_weights: bool = setting(False, "Share the embedding and the decoder (E must equal H).")
+    tie_weights: bool = setting(
+        False, "Share the embedding and the decoder (E must equal H).", by={"word": True}
+    )
     forget_bias: float | None = setting(
         None, "The forget gate's bias at initialisation, for the LSTM family (default: "
         "PyTorch's initialisation)."

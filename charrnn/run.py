@@ -156,6 +156,7 @@ def create(
     train_given["precision"] = resolve_precision(train_given.get("precision", "auto"), device)
     corpus_cfg = settings.resolve(CorpusConfig, corpus_given)
     tok_cfg = settings.resolve(TokenizerConfig, tok_given, ctx)
+    model_given = tie_if_they_fit(model_given, ctx)
     settings.resolve(ModelConfig, model_given, ctx, vocab_size=1)  # its checks, before reading
     train_cfg = settings.resolve(TrainConfig, train_given, ctx)
     out = target_dir(run_dir, sources, model_given.get("cell", "lstm"), world)
@@ -222,6 +223,18 @@ def resume(
     preview = sampling.sample_config(tok, config.corpus.documents, length=200, temperature=0.8)
     return Job(model, tok, train_ids, val_ids, train, device, run_dir, world, saved, preview,
                notes)  # fmt: skip
+
+
+def tie_if_they_fit(model_given: dict[str, Any], ctx) -> dict[str, Any]:
+    """Where tied weights are the default (word models), they are tied only if the given
+    sizes allow it (--embedding equal to --hidden); asked for, they must be."""
+    if "tie_weights" in model_given:
+        return model_given
+    size = {n: model_given.get(n, settings.default_of(ModelConfig, n, ctx))
+            for n in ("tie_weights", "embedding", "hidden")}  # fmt: skip
+    if size["tie_weights"] and size["embedding"] != size["hidden"]:
+        return {**model_given, "tie_weights": False}
+    return model_given
 
 
 def split(given: Mapping[str, Any]) -> list[dict[str, Any]]:

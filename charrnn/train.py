@@ -51,7 +51,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
 class TrainConfig:
     seq_len: int = setting(
         128, "Tokens per BPTT window: gradients flow back at most this far.",
-        check=at_least(1), announce=True,
+        by={"word": 35}, check=at_least(1), announce=True,
     )  # fmt: skip
     batch_size: int = setting(
         16, "Parallel streams of text (per rank under torchrun).", by={"cuda": 128},

@@ -56,10 +56,10 @@ def test_choices_and_device_dependent_defaults_are_shown():
     train = options(help_text(["train"]))
     joined = {k: " ".join(" ".join(v).split()) for k, v in train.items()}
     assert "--cell [lstm|gru|rnn]" in joined["--cell"] or "One of: lstm" in joined["--cell"]
-    assert "[default: cpu 512, cuda 1024]" in joined["--hidden"]
+    assert "[default: cpu 512, cuda 1024, word 256, cuda word 1024]" in joined["--hidden"]
     assert "[default: cpu 3m0s, cuda 2m0s]" in joined["--time-budget"]
     assert "--tokenizer [char|word|bpe|unigram]" in joined["--tokenizer"]
-    assert "[default: --no-tie-weights]" in joined["--tie-weights"]
+    assert "[default: --no-tie-weights, word --tie-weights]" in joined["--tie-weights"]
     # every option that has a default says it
     missing = [k for k, v in joined.items() if "[default:" not in v]
     assert set(missing) <= {"--steps", "--epochs", "--run-dir", "--resume", "--help"}, missing

@@ -188,3 +188,17 @@ def test_perplexity_per_word_is_total_nats_over_the_hand_counted_words(tmp_path,
     assert "val_word_perplexity" in checkpoint.read_metrics(run)[-1]
     info = runner.invoke(app, ["info", str(run)])
     assert "ppl/word" in info.stdout
+
+
+def test_a_word_model_has_defaults_of_its_own_and_ties_only_sizes_that_fit(tmp_path):
+    run, _, result = train(tmp_path, "w", TEXT, "--tokenizer", "word", "--steps", "2")
+    first = result.stderr.splitlines()[0]
+    assert "--hidden 32 --embedding 16" in first  # (SMALL's sizes win over the defaults)
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert not model["tie_weights"]  # SMALL's embedding 16 and hidden 32 differ: not tied
+    bare = runner.invoke(app, ["train", str(tmp_path / "w.txt"), "--tokenizer", "word",
+                               "--steps", "1", "--run-dir", str(tmp_path / "bare")])  # fmt: skip
+    assert bare.exit_code == 0, bare.output
+    first = bare.stderr.splitlines()[0]
+    assert "--hidden 256 --embedding 256" in first and "--tie-weights" in first
+    assert "--seq-len 35" in first
