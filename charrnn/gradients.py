@@ -255,18 +255,17 @@ def spectra(model: RNNLanguageModel) -> tuple[Spectrum, ...]:
 
 def recurrent_matrices(cell: nn.Module) -> list[tuple[str, Tensor, tuple[str, ...]]]:
     """(name, matrix [G*H, H], the names of its G blocks) of each recurrent matrix of a
-    cell: its parameters named weight_hh (weight_hh_l0 for PyTorch's modules), unless the
-    cell names its own in `recurrent_weights`. Blocks are named by `recurrent_blocks`, or
-    else by the cell's gates when there are as many, else numbered."""
+    cell. A cell may name its own in `recurrent_weights`, {parameter name: block names};
+    else its parameters named weight_hh (weight_hh_l0 for PyTorch's modules) are, with
+    blocks named by the cell's gates where there are as many, else numbered."""
     named = dict(cell.named_parameters())
-    names = getattr(cell, "recurrent_weights", None)
-    if names is None:
-        names = [n for n in named if RECURRENT.fullmatch(n)]
+    declared = getattr(cell, "recurrent_weights", None)
+    if declared is None:
+        declared = {n: cell.gate_names for n in named if RECURRENT.fullmatch(n)}
     out = []
-    for name in names:
+    for name, blocks in declared.items():
         w = named[name].detach()
         G = w.shape[0] // w.shape[1]
-        blocks = getattr(cell, "recurrent_blocks", None) or cell.gate_names
         if len(blocks) != G:
             blocks = ("all",) if G == 1 else tuple(str(j) for j in range(G))
         out.append((name, w, tuple(blocks)))
@@ -284,11 +283,13 @@ def _matrix(name: str, w: Tensor, blocks: tuple[str, ...]) -> Matrix:
 
 
 def _no_matrix(cell: nn.Module) -> str:
-    """Why a cell has no recurrent matrix that was found: its gates do not see h (tried),
-    or its recurrent weights are named otherwise."""
-    if _gates_see_h(cell):
-        return "no parameter named weight_hh: this cell's recurrent weights are not found"
-    return "no recurrent matrix: its gates do not depend on h"
+    """Why no recurrent matrix was found: the gates do not see h (tried), the cell says
+    it has none, or its recurrent weights are named otherwise."""
+    if not _gates_see_h(cell):
+        return "no recurrent matrix: its gates do not depend on h"
+    if getattr(cell, "recurrent_weights", None) is not None:
+        return "no recurrent matrix"
+    return "recurrent weights not found (no weight_hh)"
 
 
 @torch.no_grad()

@@ -181,9 +181,11 @@ def test_a_cell_without_a_recurrent_matrix_says_so_and_is_still_measured():
     assert np.isfinite(result.flows[0].norms).all() and (result.flows[0].norms > 0).all()
     model.layers[0] = GatedByInput(4, 6, sees_h=True)
     assert "weight_hh" in grads.spectra(model)[0].note
-    model.layers[0].recurrent_weights = ("mix.weight",)  # a cell can name its own
+    model.layers[0].recurrent_weights = {"mix.weight": ("z",)}  # a cell can name its own
     (matrix,) = grads.spectra(model)[0].matrices
-    assert matrix.name == "mix.weight" and matrix.blocks[0][0] == "z"
+    assert matrix.name == "mix.weight" and [b for b, _ in matrix.blocks] == ["z"]
+    model.layers[0].recurrent_weights = {}  # or say it has none
+    assert grads.spectra(model)[0] == grads.Spectrum(0, (), "no recurrent matrix")
 
 
 def test_lags_shown_are_log_spaced_and_end_at_the_largest():
