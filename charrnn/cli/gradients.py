@@ -1,0 +1,271 @@
+"""`charrnn inspect-gradients`: how the gradient through time falls or grows with the lag, in a
+trained run or an untrained model, as tables (stdout), JSON or a PNG plot.
+
+The measuring is charrnn/gradients.py's; this module picks the model and the text, and
+renders. matplotlib (the `plot` extra) is imported only for --png.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from charrnn import api, checkpoint, corpus, devices, tokens
+from charrnn import gradients as grads
+from charrnn.cli.app import AsJson, command, err
+from charrnn.cli.neurons import check_unknown
+from charrnn.cli.options import declared_of, with_settings
+from charrnn.errors import ConfigError
+from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.settings import at_least, option, resolve
+from charrnn.tokenizer import ON_UNKNOWN, CharTokenizer
+
+MAX_LAG = option("max_lag", int, 200, "The largest lag k measured.", check=at_least(1))
+WINDOWS = option(
+    "windows", int, 32, "Windows of the text the norms are averaged over.", check=at_least(1)
+)
+SEED = option(
+    "seed", int, 0, "Seed of an untrained model's weights and of the text read when none is "
+    "given.", check=at_least(0),
+)  # fmt: skip
+UNTRAINED_VOCAB = 96  # about a character model's vocabulary
+VOCAB_SIZE = option(
+    "vocab_size", int | None, None, "Token ids of an untrained model given no text (it reads "
+    f"random ids).  [default: {UNTRAINED_VOCAB}]", check=at_least(1),
+)  # fmt: skip
+BAR = 24  # the longest bar, in characters
+Run = Annotated[
+    Optional[Path],
+    typer.Argument(metavar="RUN", help="A run directory made by charrnn train (or --cell)."),
+]
+Text_ = Annotated[Optional[str], typer.Option("--text", metavar="TEXT", help="The text to read.")]
+File = Annotated[
+    Optional[Path], typer.Option("--file", metavar="FILE", help="Read the text from a file.")
+]
+Png = Annotated[
+    Optional[Path], typer.Option(metavar="FILE", help="Also write a plot (needs charrnn[plot]).")
+]
+
+
+@command(
+    "inspect-gradients", summary="Show how the gradient through time falls or grows with the lag."
+)
+@with_settings(MAX_LAG, WINDOWS, SEED, VOCAB_SIZE, ON_UNKNOWN, devices.DEVICE, ModelConfig,
+               defaults={"device": "cpu"})  # fmt: skip
+def inspect_gradients(
+    run_dir: Run = None,
+    *,
+    text: Text_ = None,
+    file: File = None,
+    png: Png = None,
+    as_json: AsJson = False,
+    max_lag: int,
+    windows: int,
+    seed: int,
+    vocab_size: Optional[int],
+    on_unknown: str,
+    device: str,
+    settings: dict,
+):
+    """How far back the gradient reaches: the mean norm of d loss(t) / d h(t - k) (and of
+    the cell state c) for each lag k and layer, and the spectra of the recurrent matrices,
+    of a trained RUN or of an untrained model (--cell and the model flags), on a text
+    (--text, --file; else the model's own: a sample, or random ids for an untrained one)."""
+    if text is not None and file is not None:
+        raise ConfigError("give --text or --file, not both")
+    if file is not None:
+        text = corpus.read_file(file, "--file")
+    if text == "":
+        raise ConfigError("the text is empty; give some with --text or --file")
+    plt = pyplot() if png is not None else None  # before the work, so it fails first
+    if png is not None and not png.parent.is_dir():
+        raise ConfigError(f"--png {png}: there is no folder {png.parent}")
+    dev = devices.resolve(device)
+    if run_dir is not None:
+        model, title, windows_ = trained(run_dir, settings, vocab_size, text, on_unknown,
+                                         windows, max_lag, seed, dev)  # fmt: skip
+    else:
+        model, title, windows_ = untrained(settings, vocab_size, text, windows, max_lag, seed,
+                                           dev)  # fmt: skip
+    result = grads.measure(model, windows_)
+    if plt is not None:
+        write_png(plt, png, result, title)
+    if as_json:
+        typer.echo(json.dumps({"model": title, **result.to_json()}, indent=2))
+    else:
+        render(Console(highlight=False), result, title)
+
+
+def trained(
+    run_dir: Path, given: dict, vocab_size: int | None, text: str | None, on_unknown: str,
+    count: int, max_lag: int, seed: int, dev: torch.device,
+) -> tuple[RNNLanguageModel, str, grads.Windows]:  # fmt: skip
+    """(model, title, windows) of a run, on --text/--file or on samples of its own text."""
+    if given:
+        flags = ", ".join(d.flag for d in declared_of([ModelConfig]) if d.name in given)
+        raise ConfigError(f"{flags}: a run has its own model; leave out RUN for an untrained one")
+    if vocab_size is not None:
+        raise ConfigError("--vocab-size is for an untrained model (--cell); a run has its own")
+    run = api.load(run_dir, dev)
+    model, tok = run.model, run.tokenizer
+    if text is None:
+        windows = grads.sampled_windows(model, tok.eos_id, count, max_lag, seed)
+        err.print(f"no --text or --file: reading {len(windows.ids)} samples of the model's own "
+                  f"text (--seed {seed})", style="dim")  # fmt: skip
+    else:
+        check_unknown(tok, text, on_unknown)
+        ids, _ = tokens.ids_of_text(tok, text, run.config.corpus.documents, on_unknown)
+        windows = grads.windows_of(ids, count, max_lag)
+    return model, str(run_dir), windows
+
+
+def untrained(
+    given: dict, vocab_size: int | None, text: str | None, count: int, max_lag: int, seed: int,
+    dev: torch.device,
+) -> tuple[RNNLanguageModel, str, grads.Windows]:  # fmt: skip
+    """(model, title, windows) of a new model of --cell and the model flags."""
+    if "cell" not in given:
+        raise ConfigError("give a RUN directory, or --cell CELL for an untrained model")
+    if text is not None:
+        if vocab_size is not None:
+            raise ConfigError("--vocab-size: with a text, the vocabulary is its characters")
+        tok = CharTokenizer.fit(text)
+        vocab = tok.vocab_size
+        ids, _ = tokens.ids_of_text(tok, text)
+        windows = grads.windows_of(ids, count, max_lag)
+    else:
+        vocab = vocab_size or UNTRAINED_VOCAB
+        windows = grads.random_windows(vocab, count, max_lag, seed)
+    config = resolve(ModelConfig, given, (dev.type,), vocab_size=vocab)
+    model = grads.untrained(config, seed).to(dev)
+    c = config
+    title = f"untrained {c.cell} {c.layers}x{c.hidden} (--seed {seed})"
+    return model, title, windows
+
+
+# Rendering ------------------------------------------------------------------------------
+
+
+def render(out: Console, result: grads.Gradients, title: str) -> None:
+    K, B = result.max_lag, result.windows
+    head = (
+        f"{title}: the gradient of the loss at the last of {K + 1} tokens with respect to "
+        f"each layer's state k tokens before, mean norm over {B} windows (each after "
+        f"{result.warmup} tokens read without gradients), float64"
+    )
+    out.print(head, soft_wrap=True)
+    out.print(flow_table(result))
+    out.print(ratio_table(result))
+    out.print(spectrum_table(result))
+
+
+def flow_table(result: grads.Gradients) -> Table:
+    lags = grads.shown_lags(result.max_lag)
+    shown = np.array([f.norms[k - 1] for f in result.flows for k in lags])
+    lo, hi = log_range(shown)
+    table = Table(title="mean ||d loss_t / d state_{t-k}|| by lag k", title_justify="left",
+                  caption=f"bar: log scale, {lo:.1e} to {hi:.1e}" if lo is not None else None,
+                  caption_justify="left")  # fmt: skip
+    for col in ("layer", "state", "lag k", "norm"):
+        table.add_column(col, justify="right")
+    table.add_column("")
+    for f in result.flows:
+        for k in lags:
+            norm = f.norms[k - 1]
+            table.add_row(str(f.layer), f.state, str(k), f"{norm:.3g}", bar(norm, lo, hi))
+        table.add_section()
+    return table
+
+
+def log_range(values: np.ndarray) -> tuple[float | None, float | None]:
+    """(smallest, largest) of the values a log scale can show: finite and positive."""
+    ok = values[np.isfinite(values) & (values > 0)]
+    return (float(ok.min()), float(ok.max())) if len(ok) else (None, None)
+
+
+def bar(value: float, lo: float | None, hi: float | None) -> str:
+    """A bar whose length is the value's place between lo and hi on a log scale."""
+    if lo is None or not (math.isfinite(value) and value > 0):
+        return ""
+    if hi <= lo:
+        return "█" * BAR
+    share = (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return "█" * (1 + round(share * (BAR - 1)))
+
+
+def ratio_table(result: grads.Gradients) -> Table:
+    K = result.max_lag
+    table = Table(title=f"lag {K} / lag 1: below 1 it vanishes, above 1 it explodes",
+                  title_justify="left")  # fmt: skip
+    for col in ("layer", "state", "lag 1", f"lag {K}", f"lag {K} / lag 1", "per lag"):
+        table.add_column(col, justify="right")
+    for f in result.flows:
+        table.add_row(str(f.layer), f.state, f"{f.norms[0]:.3g}", f"{f.norms[-1]:.3g}",
+                      f"{f.ratio:.3g}", f"{f.per_lag:.4g}")  # fmt: skip
+    return table
+
+
+def spectrum_table(result: grads.Gradients) -> Table:
+    table = Table(
+        title="recurrent matrices R (what multiplies h_{t-1}): the largest singular "
+        "value of R, the spectral radius of each [H, H] block",
+        title_justify="left",
+    )
+    for col in ("layer", "matrix", "largest s.v.", "block", "spectral radius"):
+        table.add_column(col, justify="left" if col in ("matrix", "block") else "right")
+    for s in result.spectra:
+        if not s.matrices:
+            table.add_row(str(s.layer), s.note, "", "", "")
+        for m in s.matrices:
+            shape = f"{m.name} [{m.shape[0]}, {m.shape[1]}]"
+            for j, (block, radius) in enumerate(m.blocks):
+                whole = (str(s.layer), shape, f"{m.sigma_max:.4g}") if j == 0 else ("", "", "")
+                table.add_row(*whole, block, f"{radius:.4g}")
+        table.add_section()
+    return table
+
+
+# The plot -------------------------------------------------------------------------------
+
+PNG_SIZE = (8.0, 4.5)  # inches; at PNG_DPI, 800 x 450 pixels
+PNG_DPI = 100
+
+
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend; one line when it is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--png needs matplotlib: pip install 'charrnn[plot]'") from None
+    return plt
+
+
+def write_png(plt, path: Path, result: grads.Gradients, title: str) -> None:
+    fig, ax = plt.subplots(figsize=PNG_SIZE, dpi=PNG_DPI)
+    try:
+        grads.draw(ax, result)
+        ax.set_title(f"{title}: gradient through time", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        data = io.BytesIO()
+        fig.savefig(data, format="png", dpi=PNG_DPI)
+    finally:
+        plt.close(fig)
+    try:
+        checkpoint.atomic_write(path, data.getvalue())
+        path.chmod(0o644)  # a picture to open and share, not a private temporary file
+    except OSError as e:
+        raise ConfigError(f"--png {path}: cannot write it ({e.strerror})") from None
+    err.print(f"wrote {path}", style="dim")
