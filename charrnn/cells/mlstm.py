@@ -93,6 +93,9 @@ class MLSTM(Cell):
     gate_names = ("i", "f", "g", "o", "m")  # m is no gate, but what the cell multiplies by
     sigmoid_gates = ("i", "f", "o")
     gate_weights = 4
+    # h reaches the gates only through m = (W_mx x) * (W_mh h): W_mh is the recurrent
+    # matrix proper (its gain is scaled by the input, step by step).
+    recurrent_weights = {"weight_mh": ("m",)}
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float | None = None):
         super().__init__()
