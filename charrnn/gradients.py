@@ -32,9 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from charrnn import settings
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.sample import SampleConfig, generate_ids
+from charrnn.tokenizer import CharTokenizer, unknown_note
+from charrnn.tokens import ids_of_text
 
 WARMUP = 100  # tokens read without gradients before each window, where the text has them
 TRACKED = ("h", "c")  # the states whose gradients are measured, those a cell has
@@ -229,6 +232,52 @@ def random_windows(vocab_size: int, count: int, max_lag: int, seed: int,
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randint(vocab_size, (count, warmup + max_lag + 2), generator=generator)
     return Windows(rows, warmup)
+
+
+UNTRAINED_VOCAB = 96  # about a character model's vocabulary
+
+
+def of_run(
+    run, given: dict, vocab_size: int | None, text: str | None, on_unknown: str, count: int,
+    max_lag: int, seed: int,
+) -> tuple[RNNLanguageModel, str, Windows, str | None]:  # fmt: skip
+    """(model, title, windows, a note) of a loaded run (api.Run), on `text` or else on
+    samples of its own text."""
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"{flags}: a run has its own model; leave out RUN for an untrained one")
+    if vocab_size is not None:
+        raise ConfigError("--vocab-size is for an untrained model (--cell); a run has its own")
+    model, tok = run.model, run.tokenizer
+    if text is None:
+        windows = sampled_windows(model, tok.eos_id, count, max_lag, seed)
+        note = f"no --text or --file: reading {len(windows.ids)} samples of the model's own "
+        return model, str(run.dir), windows, note + f"text (--seed {seed})"
+    note = unknown_note(tok, text, on_unknown)
+    ids, _ = ids_of_text(tok, text, run.config.corpus.documents, on_unknown)
+    return model, str(run.dir), windows_of(ids, count, max_lag), note
+
+
+def of_untrained(
+    given: dict, vocab_size: int | None, text: str | None, count: int, max_lag: int,
+    seed: int, device: torch.device,
+) -> tuple[RNNLanguageModel, str, Windows, None]:  # fmt: skip
+    """(model, title, windows, no note) of a new model of --cell and the model flags, on
+    `text` (its characters the vocabulary) or else on random token ids."""
+    if "cell" not in given:
+        raise ConfigError("give a RUN directory, or --cell CELL for an untrained model")
+    if text is not None:
+        if vocab_size is not None:
+            raise ConfigError("--vocab-size: with a text, the vocabulary is its characters")
+        tok = CharTokenizer.fit(text)
+        vocab, windows = tok.vocab_size, windows_of(ids_of_text(tok, text)[0], count, max_lag)
+    else:
+        vocab = vocab_size or UNTRAINED_VOCAB
+        windows = random_windows(vocab, count, max_lag, seed)
+    config = settings.resolve(ModelConfig, given, (torch.device(device).type,), vocab_size=vocab)
+    c = config
+    title = f"untrained {c.cell} {c.layers}x{c.hidden} (--seed {seed})"
+    return untrained(config, seed).to(device), title, windows, None
 
 
 def untrained(config: ModelConfig, seed: int) -> RNNLanguageModel:

@@ -21,7 +21,7 @@ from charrnn import settings
 from charrnn.errors import ConfigError
 from charrnn.model import Clamp, RNNLanguageModel, State, clamp_units
 from charrnn.settings import at_least, not_negative, option, setting, within
-from charrnn.tokenizer import UnknownSymbols
+from charrnn.tokenizer import unknown_note
 
 
 @dataclass(frozen=True)
@@ -348,17 +348,7 @@ SEED = option(
 def prime_ids(tokenizer, prime: str, on_unknown: str = "error") -> list[int]:
     """<eos> then the prime's ids: a sample starts where every document starts.
     UnknownSymbols (naming them and --on-unknown) for symbols the model never saw."""
-    unknown = tokenizer.unknown(prime)
-    if unknown and on_unknown == "error":
-        shown = " ".join(repr(c) for c in unknown[:20])
-        what = "words" if tokenizer.kind == "word" else "characters"
-        unk = ", unk maps them to <unk>" if tokenizer.unk_id is not None else ""
-        raise UnknownSymbols(
-            f"--prime has {what} the model has never seen: {shown} (--on-unknown skip drops "
-            f"them{unk})"
-        )
-    if unknown and on_unknown == "unk" and tokenizer.unk_id is None:
-        raise UnknownSymbols(f"--on-unknown unk: a {tokenizer.kind} model has no <unk>; use skip")
+    unknown_note(tokenizer, prime, on_unknown, "--prime", empty_ok=True)
     return [tokenizer.eos_id, *tokenizer.encode(prime, on_unknown).tolist()]
 
 

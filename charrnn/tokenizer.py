@@ -82,6 +82,41 @@ class UnknownSymbols(CharrnnError):
     """A text has symbols a tokenizer has no token for (and was asked not to drop them)."""
 
 
+def unknown_note(
+    tok: Tokenizer, text: str, on_unknown: str, where: str = "the text", empty_ok: bool = False
+) -> str | None:
+    """What --on-unknown does to a text about to be read (`where` names it): UnknownSymbols
+    naming the symbols the model never saw (error), or a note of how many are left out
+    (skip) or read as <unk> (unk); None when every symbol is known. Unless `empty_ok`, a
+    text of nothing but unknown symbols is refused."""
+    if on_unknown == "unk" and tok.unk_id is None:
+        raise UnknownSymbols(f"--on-unknown unk: a {tok.kind} model has no <unk>; use skip")
+    unknown = tok.unknown(text)
+    if not unknown:
+        return None
+    what = "words" if tok.kind == "word" else "characters"
+    shown = " ".join(repr(c) for c in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+    if on_unknown == "error":
+        unk = ", unk maps them to <unk>" if tok.unk_id is not None else ""
+        raise UnknownSymbols(f"{where} has {what} the model has never seen: {shown} "
+                             f"(--on-unknown skip drops them{unk})")  # fmt: skip
+    if not empty_ok and len(tok.encode(text, on_unknown)) == 0:
+        raise UnknownSymbols(f"{where} has only {what} the model has never seen: {shown}")
+    count = _unknown_count(tok, text)
+    unseen = f"{what if count > 1 else what[:-1]} the model has never seen"  # 1 word
+    if on_unknown == "skip":
+        return f"note: skipped {count:,} {unseen}: {shown}"
+    return f"note: read {count:,} {unseen} as <unk>: {shown}"
+
+
+def _unknown_count(tok: Tokenizer, text: str) -> int:
+    """How many symbols of `text` are unknown, each occurrence counted."""
+    if tok.unk_id is not None:  # a word model: what <unk> would stand for, skip leaves out
+        unks = [int((tok.encode(text, how) == tok.unk_id).sum()) for how in ("unk", "skip")]
+        return unks[0] - unks[1]  # a literal <unk> in the text is known, and kept by skip
+    return sum(text.count(c) for c in tok.unknown(text))  # char, bpe: single code points
+
+
 def default_vocab(config: TokenizerConfig) -> int:
     """--vocab-size, or else the default for this tokenizer."""
     return config.vocab_size or settings.default_of(

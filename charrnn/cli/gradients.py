@@ -14,20 +14,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from charrnn import api, checkpoint, corpus, devices, tokens
+from charrnn import api, checkpoint, corpus, devices
 from charrnn import gradients as grads
 from charrnn.cli.app import AsJson, command, err
-from charrnn.cli.neurons import check_unknown
-from charrnn.cli.options import declared_of, with_settings
+from charrnn.cli.options import with_settings
 from charrnn.errors import ConfigError
-from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.settings import at_least, option, resolve
-from charrnn.tokenizer import ON_UNKNOWN, CharTokenizer
+from charrnn.model import ModelConfig
+from charrnn.settings import at_least, option
+from charrnn.tokenizer import ON_UNKNOWN
 
 MAX_LAG = option("max_lag", int, 200, "The largest lag k measured.", check=at_least(1))
 WINDOWS = option(
@@ -37,10 +35,9 @@ SEED = option(
     "seed", int, 0, "Seed of an untrained model's weights and of the text read when none is "
     "given.", check=at_least(0),
 )  # fmt: skip
-UNTRAINED_VOCAB = 96  # about a character model's vocabulary
 VOCAB_SIZE = option(
     "vocab_size", int | None, None, "Token ids of an untrained model given no text (it reads "
-    f"random ids).  [default: {UNTRAINED_VOCAB}]", check=at_least(1),
+    f"random ids).  [default: {grads.UNTRAINED_VOCAB}]", check=at_least(1),
 )  # fmt: skip
 BAR = 24  # the longest bar, in characters
 Run = Annotated[
@@ -91,11 +88,15 @@ def inspect_gradients(
         raise ConfigError(f"--png {png}: there is no folder {png.parent}")
     dev = devices.resolve(device)
     if run_dir is not None:
-        model, title, windows_ = trained(run_dir, settings, vocab_size, text, on_unknown,
-                                         windows, max_lag, seed, dev)  # fmt: skip
+        model, title, windows_, note = grads.of_run(
+            api.load(run_dir, dev), settings, vocab_size, text, on_unknown, windows, max_lag, seed
+        )
     else:
-        model, title, windows_ = untrained(settings, vocab_size, text, windows, max_lag, seed,
-                                           dev)  # fmt: skip
+        model, title, windows_, note = grads.of_untrained(
+            settings, vocab_size, text, windows, max_lag, seed, dev
+        )
+    if note:
+        err.print(note, style="dim", markup=False)
     result = grads.measure(model, windows_)
     if plt is not None:
         write_png(plt, png, result, title)
@@ -103,53 +104,6 @@ def inspect_gradients(
         typer.echo(json.dumps({"model": title, **result.to_json()}, indent=2))
     else:
         render(Console(highlight=False), result, title)
-
-
-def trained(
-    run_dir: Path, given: dict, vocab_size: int | None, text: str | None, on_unknown: str,
-    count: int, max_lag: int, seed: int, dev: torch.device,
-) -> tuple[RNNLanguageModel, str, grads.Windows]:  # fmt: skip
-    """(model, title, windows) of a run, on --text/--file or on samples of its own text."""
-    if given:
-        flags = ", ".join(d.flag for d in declared_of([ModelConfig]) if d.name in given)
-        raise ConfigError(f"{flags}: a run has its own model; leave out RUN for an untrained one")
-    if vocab_size is not None:
-        raise ConfigError("--vocab-size is for an untrained model (--cell); a run has its own")
-    run = api.load(run_dir, dev)
-    model, tok = run.model, run.tokenizer
-    if text is None:
-        windows = grads.sampled_windows(model, tok.eos_id, count, max_lag, seed)
-        err.print(f"no --text or --file: reading {len(windows.ids)} samples of the model's own "
-                  f"text (--seed {seed})", style="dim")  # fmt: skip
-    else:
-        check_unknown(tok, text, on_unknown)
-        ids, _ = tokens.ids_of_text(tok, text, run.config.corpus.documents, on_unknown)
-        windows = grads.windows_of(ids, count, max_lag)
-    return model, str(run_dir), windows
-
-
-def untrained(
-    given: dict, vocab_size: int | None, text: str | None, count: int, max_lag: int, seed: int,
-    dev: torch.device,
-) -> tuple[RNNLanguageModel, str, grads.Windows]:  # fmt: skip
-    """(model, title, windows) of a new model of --cell and the model flags."""
-    if "cell" not in given:
-        raise ConfigError("give a RUN directory, or --cell CELL for an untrained model")
-    if text is not None:
-        if vocab_size is not None:
-            raise ConfigError("--vocab-size: with a text, the vocabulary is its characters")
-        tok = CharTokenizer.fit(text)
-        vocab = tok.vocab_size
-        ids, _ = tokens.ids_of_text(tok, text)
-        windows = grads.windows_of(ids, count, max_lag)
-    else:
-        vocab = vocab_size or UNTRAINED_VOCAB
-        windows = grads.random_windows(vocab, count, max_lag, seed)
-    config = resolve(ModelConfig, given, (dev.type,), vocab_size=vocab)
-    model = grads.untrained(config, seed).to(dev)
-    c = config
-    title = f"untrained {c.cell} {c.layers}x{c.hidden} (--seed {seed})"
-    return model, title, windows
 
 
 # Rendering ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from charrnn import api, checkpoint, corpus, devices, neurons
 from charrnn import sample as sampling
+from charrnn import tokenizer as tokenizers
 from charrnn.cli.app import RunDir, command, err
 from charrnn.cli.options import with_settings
 from charrnn.errors import ConfigError
@@ -117,7 +118,7 @@ def default_state(model, state: str | None, gate: str | None) -> str:
 
 def inspection_text(model, tok, text, file, max_chars: int, on_unknown: str, seed: int, dev):
     """--text, --file, or else a sample from the model; cut to --max-chars and checked for
-    symbols the model never saw (see check_unknown)."""
+    symbols the model never saw (tokenizer.unknown_note)."""
     if file is not None:
         try:
             data = file.read_bytes()
@@ -138,43 +139,10 @@ def inspection_text(model, tok, text, file, max_chars: int, on_unknown: str, see
     if len(text) > max_chars:
         err.print(f"note: inspecting the first {max_chars:,} of {len(text):,} characters")
         text = text[:max_chars]
-    check_unknown(tok, text, on_unknown)
+    note = tokenizers.unknown_note(tok, text, on_unknown)
+    if note:
+        err.print(note, markup=False, emoji=False)  # the symbols are the user's, not markup
     return text
-
-
-def check_unknown(tok, text: str, on_unknown: str) -> None:
-    """Refuse symbols the model never saw (error), or say how many are left out (skip) or
-    read as <unk> (unk); the tokenizer does the leaving out when the text is traced."""
-    if on_unknown == "unk" and tok.unk_id is None:
-        raise ConfigError(f"--on-unknown unk: a {tok.kind} model has no <unk>; use skip")
-    unknown = tok.unknown(text)
-    if not unknown:
-        return
-    what = "words" if tok.kind == "word" else "characters"
-    shown = " ".join(repr(c) for c in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
-    if on_unknown == "error":
-        raise ConfigError(
-            f"the text has {what} the model has never seen: {shown} (--on-unknown skip drops "
-            "them" + (", unk maps them to <unk>)" if tok.unk_id is not None else ")")
-        )
-    if len(tok.encode(text, on_unknown)) == 0:
-        raise ConfigError(f"the text has only {what} the model has never seen: {shown}")
-    count = unknown_count(tok, text)
-    unseen = f"{what if count > 1 else what[:-1]} the model has never seen"  # 1 word
-    message = (
-        f"note: skipped {count:,} {unseen}: {shown}"
-        if on_unknown == "skip"
-        else f"note: read {count:,} {unseen} as <unk>: {shown}"
-    )
-    err.print(message, markup=False, emoji=False)  # the symbols are the user's, not markup
-
-
-def unknown_count(tok, text: str) -> int:
-    """How many symbols of `text` are unknown, each occurrence counted."""
-    if tok.unk_id is not None:  # a word model: what <unk> would stand for, skip leaves out
-        unks = [int((tok.encode(text, how) == tok.unk_id).sum()) for how in ("unk", "skip")]
-        return unks[0] - unks[1]  # a literal <unk> in the text is known, and kept by skip
-    return sum(text.count(c) for c in tok.unknown(text))  # char, bpe: single code points
 
 
 def rank_neurons(tr, acts, find: str | None, top: int, layer: int | None):
