@@ -256,8 +256,9 @@ def check_file(path: Path, what: str) -> None:
     """CorpusError unless `path` is a regular file this process can read, saying what it is
     instead (paths.read_problem); `what` names it in the message (a flag, or "corpus")."""
     problem = paths.read_problem(path)
-    if problem is not None:
-        raise CorpusError(f"{path}: {problem} ({what})")
+    if problem is not None:  # "cannot read it (Permission denied; corpus)": one aside
+        aside = f"{problem[:-1]}; {what})" if problem.endswith(")") else f"{problem} ({what})"
+        raise CorpusError(f"{path}: {aside}")
 
 
 def read_file(path: Path, what: str) -> str:
