@@ -4,7 +4,8 @@ fit() trains with teacher forcing and stateful truncated BPTT (see trainer.py) a
 `Report` records (a step, an evaluation, the end) that the CLI renders or an API caller
 reads. It knows the model only through `forward(ids, state) -> (logits, state)`; it never
 prints. Every `eval_every` steps it evaluates on the whole validation split and saves the
-run directory (rank 0 alone writes; all ranks yield the same Reports).
+run directory (rank 0 alone writes; all ranks yield the same Reports, except that a
+failed save shows in rank 0's alone).
 """
 
 from __future__ import annotations

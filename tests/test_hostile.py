@@ -441,3 +441,41 @@ def test_the_default_models_fit_with_room_to_spare():
     assert memory.training_bytes(cuda, 128, 128) < 2**31
     assert sum(memory.sampling_bytes(cpu, 1, 1, 500)) < 2**20
     memory.check_training(cpu, 16, 128, torch.device("cpu"))  # refuses nothing that fits
+
+
+def test_what_eval_cannot_fit_is_refused():
+    from charrnn import memory
+    from charrnn.errors import ConfigError
+    from charrnn.model import ModelConfig
+
+    with pytest.raises(ConfigError, match="--seq-len 100,000,000,000 needs about .* available"):
+        memory.check_scoring(ModelConfig(100), 10**12, 10**11, torch.device("cpu"))
+    memory.check_scoring(ModelConfig(100), 10**6, 256, torch.device("cpu"))
+
+
+def test_a_folder_read_as_a_corpus_skips_pipes_and_sockets(tmp_path):
+    from charrnn import corpus
+
+    (tmp_path / "a.txt").write_text("some text\n")
+    os.mkfifo(tmp_path / "pipe.txt")
+    socket.socket(socket.AF_UNIX).bind(str(tmp_path / "sock.txt"))
+    assert corpus.find_files([str(tmp_path)]) == [tmp_path / "a.txt"]
+
+
+def test_a_signal_when_the_disk_is_full_says_last_could_not_be_saved(small_disk, text_file):
+    run = small_disk / "run"
+    args = [sys.executable, "-m", "charrnn", "train", str(text_file), *TINY, "--steps",
+            "100000", "--hidden", "64", "--run-dir", str(run)]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 120
+    while checkpoint.last_dir(run) is None:
+        assert proc.poll() is None and time.monotonic() < end, proc.stderr.read()
+        time.sleep(0.02)
+    fill(small_disk)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    step = torch.load(run / "last" / "trainer_state.pt", weights_only=True)["progress"]["step"]
+    assert err.splitlines()[-1].startswith("stopped by signal; could not save last/; ")
+    assert f"and last/ of step {step}; continue with: charrnn train --resume" in err
+    assert leftovers(run) == []
