@@ -9,9 +9,12 @@ and loaded safely. Nothing here trains or samples.
       metrics.jsonl        one JSON object per evaluation
 
 Loading never unpickles code: weights come from safetensors, config from JSON, trainer
-state from torch.load(weights_only=True). Every write goes to a temporary name in the
-same folder, is fsynced, then renamed over the old file, so a crash leaves the old file
-or the new one, never half of one.
+state from torch.load(weights_only=True); every file is checked before it is read (a
+regular file this process may read) and after (keys, types, shapes, finite weights), and
+what is wrong is a CheckpointError naming the file. Every write goes to a temporary name
+in the same folder, is fsynced, then renamed over the old file, so a crash leaves the old
+file or the new one, never half of one; a new run directory is made whole or not at all
+(paths.make_folder), and only where no one else's files are.
 """
 
 from __future__ import annotations

@@ -87,14 +87,16 @@ def reason(e: OSError) -> str:
 def make_folder(path: Path, fill: Callable[[Path], None]) -> None:
     """Make the folder `path` holding what `fill(folder)` writes, whole or not at all.
 
-    A new folder is filled under a temporary name beside it, then renamed into place; an
-    empty folder that exists (a mount point, say) is filled where it is. If anything
-    fails (OSError: a full disk, a read-only or virtual filesystem), what was made is
-    removed, the parent folders made for it included, and the error raised.
+    A new folder is filled under a temporary name beside it, then renamed into place; a
+    folder that exists (an empty one, a mount point say) is filled where it is. If
+    anything fails (OSError: a full disk, a read-only or virtual filesystem), what was
+    made is removed, the parent folders made for it included (and in a folder that
+    existed, only what fill() wrote), and the error raised.
     """
     path = Path(path)
     made = [p for p in reversed(path.absolute().parents) if not os.path.lexists(p)]
     existing = path.is_dir()
+    there = set(os.listdir(path)) if existing else set()  # left alone, whatever happens
     target = path if existing else path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         for folder in [*made, *([] if existing else [target])]:
@@ -103,10 +105,11 @@ def make_folder(path: Path, fill: Callable[[Path], None]) -> None:
         if not existing:
             os.rename(target, path)
     except BaseException:
-        if existing:  # it was empty: empty it again
+        if existing:  # remove what fill() wrote, and only that
             with contextlib.suppress(OSError):
                 for child in target.iterdir():
-                    _remove(child)
+                    if child.name not in there:
+                        _remove(child)
         else:
             shutil.rmtree(target, ignore_errors=True)
         for folder in reversed(made):

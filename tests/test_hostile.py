@@ -51,7 +51,11 @@ CASES = [
     # train: --run-dir
     (["train", "{corpus}", "--run-dir", "{corpus}"], "tiny.txt: a file, not a folder", ""),
     (["train", "{corpus}", "--run-dir", "{corpus}/run"], "tiny.txt is a file, not a folder", ""),
-    (["train", "{corpus}", "--run-dir", "/proc/charrnn/run"], "--run-dir /proc/charrnn/run: ", ""),
+    (
+        ["train", "{corpus}", "--run-dir", "/proc/charrnn/run"],
+        "/proc/charrnn/run: cannot create",
+        "",
+    ),
     (["train", "{corpus}", "--run-dir", "{ro}/run"], "cannot create it in", "setpriv"),
     (["train", "{corpus}", "--run-dir", "{ro}"], "cannot write in this folder", "setpriv"),
     (
@@ -479,3 +483,17 @@ def test_a_signal_when_the_disk_is_full_says_last_could_not_be_saved(small_disk,
     assert err.splitlines()[-1].startswith("stopped by signal; could not save last/; ")
     assert f"and last/ of step {step}; continue with: charrnn train --resume" in err
     assert leftovers(run) == []
+
+
+def test_a_failed_start_in_a_folder_that_exists_removes_only_what_it_wrote(small_disk):
+    from charrnn import paths
+
+    (small_disk / "keep.txt").write_text("mine\n")
+    fill(small_disk)
+
+    def fill_in(folder: Path) -> None:
+        (folder / "new.txt").write_bytes(b"x" * 100000)  # no room for it
+
+    with pytest.raises(OSError):
+        paths.make_folder(small_disk, fill_in)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "keep.txt"]
