@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from charrnn import beam as beams
-from charrnn import checkpoint, corpus, devices, neurons, run, tokens
+from charrnn import checkpoint, corpus, devices, memory, neurons, run, tokens
 from charrnn import sample as sampling
 from charrnn.errors import CharrnnError, ConfigError
 from charrnn.metrics import Metrics, evaluate
@@ -60,6 +60,9 @@ class Run:
         documents = self.config.corpus.documents
         config = sampling.sample_config(self.tokenizer, documents, allow_unk, **options)
         prime_ids = sampling.prime_ids(self.tokenizer, prime, on_unknown)
+        samples = config.beam or config.num_samples  # made together, as one batch
+        memory.check_sampling(self.model.config, samples, 1 if config.beam else len(prime_ids),
+                              config.length, self.device)  # fmt: skip
         if clamp:
             clamp_units(self.model, clamp)  # its checks, before any text is made
             if config.beam:
@@ -128,6 +131,7 @@ def score_ids(run: Run, ids, seq_len: int) -> Metrics:
         raise ConfigError("the text is too short to score: it needs at least one token")
     if seq_len < 1:
         raise ConfigError(f"--seq-len must be at least 1, not {seq_len}")
+    memory.check_scoring(run.model.config, len(ids), seq_len, run.device)
     return evaluate(run.model, ids, seq_len, run.tokenizer, run.device)
 
 

@@ -9,26 +9,34 @@ and loaded safely. Nothing here trains or samples.
       metrics.jsonl        one JSON object per evaluation
 
 Loading never unpickles code: weights come from safetensors, config from JSON, trainer
-state from torch.load(weights_only=True). Every write goes to a temporary name in the
-same folder, is fsynced, then renamed over the old file, so a crash leaves the old file
-or the new one, never half of one.
+state from torch.load(weights_only=True); every file is checked before it is read (a
+regular file this process may read) and after (keys, types, shapes, finite weights), and
+what is wrong is a CheckpointError naming the file. Every write goes to a temporary name
+in the same folder, is fsynced, then renamed over the old file, so a crash leaves the old
+file or the new one, never half of one; a new run directory is made whole or not at all
+(paths.make_folder), and only where no one else's files are.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import safetensors
 import safetensors.torch
 import torch
 
+from charrnn import paths
 from charrnn import tokenizer as tokenizers
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.paths import fsync_dir
 
 FORMAT_VERSION = 2  # of config.json; run.py reads older ones (run.migrate)
 CONFIG = "config.json"
@@ -43,12 +51,13 @@ class CheckpointError(CharrnnError):
     """A run directory or one of its files is missing, damaged or inconsistent."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def readable(path: Path) -> Path:
+    """`path`, if it is a regular file this process may read; CheckpointError naming it and
+    what is wrong otherwise (missing, a folder, a pipe that would block, no permission)."""
+    problem = paths.read_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
+    return Path(path)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -64,27 +73,43 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
+
+
+def _json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
+    atomic_write(path, _json_bytes(data))
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
-    """Append one line to metrics.jsonl (a torn last line is skipped by read_metrics)."""
-    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line to metrics.jsonl. A write that fails (a full disk) is cut back off,
+    so the next line does not join a torn one; a line torn by a crash is skipped by
+    read_metrics."""
+    line = (json.dumps(record) + "\n").encode("utf-8")
+    fd = os.open(Path(run_dir) / METRICS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, end)
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / METRICS
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in readable(path).read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
@@ -105,12 +130,12 @@ def weights_bytes(model: RNNLanguageModel) -> bytes:
 
 
 def load_weights(path: Path, config: ModelConfig, device: str | torch.device = "cpu"):
-    """A model built from `config` with the weights in `path`, checked tensor by tensor."""
+    """A model built from `config` with the weights in `path`, checked tensor by tensor:
+    names, shapes, and every value finite (NaN weights sample nothing and score NaN)."""
     model = RNNLanguageModel(config)
+    readable(path)  # safetensors calls a file it may not read "not found"
     try:
         tensors = safetensors.torch.load_file(path, device=str(device))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
     except (safetensors.SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     if config.tie_weights:
@@ -128,6 +153,11 @@ def load_weights(path: Path, config: ModelConfig, device: str | torch.device = "
                 f"{path}: {name} has shape {list(tensors[name].shape)}, config.json says "
                 f"{list(tensor.shape)}"
             )
+        if tensors[name].is_floating_point() and not torch.isfinite(tensors[name]).all():
+            raise CheckpointError(
+                f"{path}: {name} holds NaN or infinite values; the file is damaged (restore "
+                "it from a copy, or train again)"
+            )
     model.load_state_dict(tensors)
     return model.to(device)
 
@@ -135,19 +165,59 @@ def load_weights(path: Path, config: ModelConfig, device: str | torch.device = "
 # Run directory ------------------------------------------------------------------------
 
 
+def check_new_run_dir(run_dir: Path) -> None:
+    """CheckpointError unless a new run may start in `run_dir`: a folder that does not exist
+    yet and can be made, or an empty one this process may write in. A folder that holds
+    anything else (the user's own files) is never written into."""
+    run_dir, where = Path(run_dir), f"--run-dir {run_dir}"
+    names = []
+    if run_dir.is_dir():
+        try:
+            names = sorted(os.listdir(run_dir))
+        except OSError as e:
+            raise CheckpointError(f"{where}: cannot read this folder ({e.strerror})") from None
+    if CONFIG in names:
+        raise CheckpointError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick "
+            "another --run-dir"
+        )
+    if names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise CheckpointError(
+            f"{where}: the folder holds files that are not a charrnn run ({shown}); a run "
+            "starts only in a new or empty folder: pick another --run-dir"
+        )
+    problem = paths.folder_problem(run_dir)
+    if problem is not None:
+        raise CheckpointError(f"{where}: {problem}")
+
+
 def create_run(run_dir: Path, config: dict, tokenizer) -> None:
-    """Start a run directory: config.json and the tokenizer, before any weights exist."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in tokenizer.files().items():
-        atomic_write(run_dir / name, data)
-    write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, **config})
+    """Start a run directory: config.json and the tokenizer, before any weights exist; made
+    whole or not at all (paths.make_folder), config.json last. CheckpointError naming the
+    folder and why it could not be made (a full disk, a read-only filesystem)."""
+    files = {**tokenizer.files(), CONFIG: _json_bytes({"format_version": FORMAT_VERSION, **config})}
+
+    def fill(folder: Path) -> None:
+        for name, data in files.items():
+            atomic_write(folder / name, data)
+
+    try:
+        paths.make_folder(Path(run_dir), fill)
+    except OSError as e:
+        raise CheckpointError(
+            f"--run-dir {run_dir}: cannot create the run ({paths.reason(e)})"
+        ) from None
+
+
+def save_weights(run_dir: Path, model: RNNLanguageModel) -> None:
+    """Replace model.safetensors with `model`'s weights."""
+    atomic_write(Path(run_dir) / WEIGHTS, weights_bytes(model))
 
 
 def save_best(run_dir: Path, model: RNNLanguageModel, progress: dict) -> None:
     """Replace model.safetensors with `model`, then record the progress in config.json."""
-    run_dir = Path(run_dir)
-    atomic_write(run_dir / WEIGHTS, weights_bytes(model))
+    save_weights(run_dir, model)
     update_config(run_dir, progress)
 
 
@@ -167,19 +237,35 @@ def save_last(run_dir: Path, model: RNNLanguageModel, trainer_state: dict) -> No
     tmp, old, last = run_dir / _LAST_TMP, run_dir / _LAST_OLD, run_dir / LAST
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    atomic_write(tmp / WEIGHTS, weights_bytes(model))
-    with open(tmp / TRAINER_STATE, "wb") as f:
-        torch.save(trainer_state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    try:
+        atomic_write(tmp / WEIGHTS, weights_bytes(model))
+        _torch_save(trainer_state, tmp / TRAINER_STATE)
+        fsync_dir(tmp)
+    except BaseException:  # a full disk: no half-written .last.tmp/ stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if last.exists():
         if old.exists():
             shutil.rmtree(old)
         os.replace(last, old)
     os.replace(tmp, last)
-    _fsync_dir(run_dir)
+    fsync_dir(run_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _torch_save(obj, path: Path) -> None:
+    """torch.save to `path`, fsynced; OSError if the file could not be written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    sink = paths.Sink(fd)
+    try:
+        torch.save(obj, sink)
+        os.fsync(fd)
+    except RuntimeError:
+        if sink.error is not None:
+            raise sink.error from None
+        raise
+    finally:
+        os.close(fd)
 
 
 def remove_leftovers(run_dir: Path) -> None:
@@ -205,11 +291,13 @@ def read_config(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     path = run_dir / CONFIG
     if not run_dir.is_dir():
+        if os.path.lexists(run_dir):
+            raise CheckpointError(f"{run_dir}: a {paths.what_is(run_dir)}, not a run directory")
         raise CheckpointError(f"{run_dir}: no such run directory")
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG})")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(readable(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
@@ -219,6 +307,9 @@ def read_config(run_dir: Path) -> dict:
 
 def load_tokenizer(run_dir: Path, vocab_size: int):
     """The run's tokenizer, checked against the vocabulary size the model was built for."""
+    for name in (tokenizers.TOKENIZER_FILE, tokenizers.SENTENCEPIECE_FILE):
+        if os.path.lexists(Path(run_dir) / name):  # a missing one: tokenizers.load says
+            readable(Path(run_dir) / name)
     try:
         tok = tokenizers.load(run_dir)
     except ValueError as e:
@@ -234,19 +325,69 @@ def load_tokenizer(run_dir: Path, vocab_size: int):
 def load_best(run_dir: Path, config: ModelConfig, device: str | torch.device = "cpu"):
     """The best model of a run (model.safetensors), ready to sample."""
     path = Path(run_dir) / WEIGHTS
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{run_dir}: no {WEIGHTS} yet (the run has not evaluated once)")
     return load_weights(path, config, device)
 
 
 def load_last(run_dir: Path, config: ModelConfig, device: str | torch.device = "cpu"):
-    """(model, trainer_state) of the last checkpoint, for resuming."""
+    """(model, trainer_state) of the last checkpoint, for resuming; the trainer state is
+    checked against what a charrnn run saves (TRAINER_STATE_KEYS)."""
     path = last_dir(run_dir)
     if path is None:
         raise CheckpointError(f"{run_dir}: no complete {LAST}/ checkpoint to resume from")
     model = load_weights(path / WEIGHTS, config, device)
-    try:
-        state = torch.load(path / TRAINER_STATE, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to unpickle safely is the file's fault
-        raise CheckpointError(f"{path / TRAINER_STATE}: refused or unreadable ({e})") from None
+    state = load_trainer_state(path / TRAINER_STATE, device)
     return model, state
+
+
+# What trainer.Trainer.trainer_state() saves, and restore() reads: key -> type.
+TRAINER_STATE_KEYS = {
+    "optimizer": dict, "progress": dict, "state": list, "torch_rng": torch.Tensor,
+    "cuda_rng": list, "python_rng": tuple, "since_eval": list,
+}  # fmt: skip
+
+
+def load_trainer_state(path: Path, device: str | torch.device = "cpu") -> dict:
+    """last/trainer_state.pt through torch.load(weights_only=True), which never runs code
+    from the file; CheckpointError naming the file if it is refused, unreadable, or not a
+    charrnn trainer state."""
+    readable(path)
+    try:
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is not ours
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        what = f" ({found[1]})" if found else ""
+        raise CheckpointError(
+            f"{path}: refused: it holds Python objects{what} that loading would have to run, "
+            "not only tensors and data; it was not loaded and nothing in it ran"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - torch.load of damaged bytes raises anything
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        why = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        raise CheckpointError(f"{path}: not a trainer state charrnn can read ({why})") from None
+    check_trainer_state(state, path)
+    return state
+
+
+def check_trainer_state(state, path: Path) -> None:
+    """CheckpointError naming `path` and what is missing or of the wrong type."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a trainer state")
+    missing = [k for k in TRAINER_STATE_KEYS if k not in state]
+    wrong = [f"{k} is a {type(state[k]).__name__}, not a {kind.__name__}"
+             for k, kind in TRAINER_STATE_KEYS.items() if k not in missing
+             and not isinstance(state[k], kind)]  # fmt: skip
+    if not missing and not wrong:
+        progress, optimizer = state["progress"], state["optimizer"]
+        if not isinstance(progress.get("step"), int):
+            wrong.append("progress has no step")
+        elif not all(isinstance(v, (int, float)) for v in progress.values()):
+            wrong.append("progress holds values that are not numbers")
+        if not {"state", "param_groups"} <= set(optimizer):
+            wrong.append("optimizer is not an optimizer's state_dict")
+    if missing or wrong:
+        problems = ([f"no {', '.join(missing)}"] if missing else []) + wrong
+        raise CheckpointError(f"{path}: not a charrnn trainer state: {'; '.join(problems)}")

@@ -16,14 +16,13 @@ from __future__ import annotations
 import codecs
 import hashlib
 import os
-import stat
 import sysconfig
 import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from charrnn import settings
+from charrnn import paths, settings
 from charrnn.errors import CharrnnError
 from charrnn.settings import setting
 
@@ -169,30 +168,38 @@ def _at_newlines(blocks: Iterable[str], most: int = 16 * CHUNK_BYTES) -> Iterato
         yield carry
 
 
+def _blocks(path: Path) -> Iterator[bytes]:
+    """The bytes of one file in blocks of CHUNK_BYTES, then b""; an OS error (no permission,
+    a failing disk) is the file's, named, not a crash."""
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(CHUNK_BYTES):
+                yield block
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read it ({e.strerror})") from None
+    yield b""
+
+
 def _read(path: Path, encoding_errors: str) -> Iterator[str]:
     """Decode one file as UTF-8 in blocks, refusing what is not UTF-8 text."""
     decoder = codecs.getincrementaldecoder("utf-8")(encoding_errors)
     offset = 0
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(CHUNK_BYTES)
-            if offset == 0:
-                check_bom(block, str(path))
-            check_nul(block, str(path), offset)
-            pending = len(decoder.getstate()[0])
-            try:
-                text = decoder.decode(block, final=not block)
-            except UnicodeDecodeError as e:
-                raise CorpusError(
-                    f"{path}: invalid UTF-8 at byte offset {offset - pending + e.start}; fix "
-                    "the file or pass --encoding-errors replace to read it with U+FFFD in "
-                    "place of bad bytes"
-                ) from None
-            if text:
-                yield text
-            if not block:
-                return
-            offset += len(block)
+    for block in _blocks(path):
+        if offset == 0:
+            check_bom(block, str(path))
+        check_nul(block, str(path), offset)
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as e:
+            raise CorpusError(
+                f"{path}: invalid UTF-8 at byte offset {offset - pending + e.start}; fix "
+                "the file or pass --encoding-errors replace to read it with U+FFFD in "
+                "place of bad bytes"
+            ) from None
+        if text:
+            yield text
+        offset += len(block)
 
 
 def check_bom(data: bytes, name: str) -> None:
@@ -245,28 +252,13 @@ def decode(data: bytes, name: str, encoding_errors: str = "strict") -> str:
         ) from None
 
 
-def file_kind(mode: int) -> str:
-    """What a path that is not a regular file is, in words."""
-    kinds = [
-        (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
-    ]  # fmt: skip
-    return next((name for test, name in kinds if test(mode)), "special file")
-
-
 def check_file(path: Path, what: str) -> None:
-    """CorpusError unless `path` is a regular file this process can read; `what` names it
-    in the message (a flag, or "corpus")."""
-    try:
-        mode = os.stat(path).st_mode  # follows symlinks: a loop is ELOOP
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file ({what})") from None
-    except OSError as e:
-        raise CorpusError(f"{path}: cannot read it ({e.strerror}; {what})") from None
-    if not stat.S_ISREG(mode):
-        raise CorpusError(f"{path}: a {file_kind(mode)}, not a text file ({what})")
-    if not os.access(path, os.R_OK):
-        raise CorpusError(f"{path}: cannot read it (permission denied; {what})")
+    """CorpusError unless `path` is a regular file this process can read, saying what it is
+    instead (paths.read_problem); `what` names it in the message (a flag, or "corpus")."""
+    problem = paths.read_problem(path)
+    if problem is not None:  # "cannot read it (Permission denied; corpus)": one aside
+        aside = f"{problem[:-1]}; {what})" if problem.endswith(")") else f"{problem} ({what})"
+        raise CorpusError(f"{path}: {aside}")
 
 
 def read_file(path: Path, what: str) -> str:
@@ -346,32 +338,49 @@ def _sha256(path: Path) -> str:
 def find_files(sources: list[str], glob: str = "*") -> list[Path]:
     """Expand CORPUS arguments (files, folders, built-in names) into a list of files.
 
-    Folders are read recursively, keeping files whose name matches `glob`; hidden files
-    and folders (.git, .venv) are skipped. Files named directly are always kept.
+    Folders are read recursively, keeping the regular files whose name matches `glob`;
+    hidden files and folders (.git, .venv) are skipped, and so are pipes, sockets and
+    devices. A path named directly must be a folder or a regular file this process can
+    read: anything else is refused, saying what it is.
     """
     if not sources:
         sources = ["python"]
     files: list[Path] = []
     for source in sources:
         path = Path(source)
-        if source in BUILTIN and not path.exists():
+        if source in BUILTIN and not os.path.lexists(path):
             files.extend(python_sources() if source == "python" else [fetch(SHAKESPEARE)])
         elif path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob(glob)
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not found:
-                raise CorpusError(f"{source}: no files matching --glob {glob!r} in this folder")
-            files.extend(found)
-        elif path.is_file():
+            files.extend(_folder_files(path, glob))
+        elif os.path.lexists(path):  # a file, or something that is not one: check_file says
+            check_file(path, "corpus")
             files.append(path)
         else:
             names = ", ".join(BUILTIN)
             raise CorpusError(f"{source}: no such file or folder (built-in corpora: {names})")
     return files
+
+
+def _folder_files(folder: Path, glob: str) -> list[Path]:
+    """The regular files under `folder` whose name matches `glob`, hidden ones left out;
+    CorpusError naming a folder or a file inside that cannot be read (a folder no one may
+    list would otherwise leave its text out without a word)."""
+
+    def unreadable(e: OSError):
+        raise CorpusError(f"{e.filename}: cannot read this folder ({e.strerror}; corpus)")
+
+    for _, dirs, _ in os.walk(folder, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    found = sorted(
+        p
+        for p in folder.rglob(glob)
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not found:
+        raise CorpusError(f"{folder}: no files matching --glob {glob!r} in this folder")
+    for path in found:
+        check_file(path, "corpus")
+    return found
 
 
 def read(sources: list[str], glob: str = "*", encoding_errors: str = "strict") -> Corpus:

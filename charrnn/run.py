@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from charrnn import __version__, checkpoint, corpus, data, settings, tokens
+from charrnn import __version__, checkpoint, corpus, data, memory, settings, tokens
 from charrnn import sample as sampling
 from charrnn.checkpoint import CheckpointError
 from charrnn.corpus import CorpusConfig
@@ -157,14 +157,16 @@ def create(
     corpus_cfg = settings.resolve(CorpusConfig, corpus_given)
     tok_cfg = settings.resolve(TokenizerConfig, tok_given, ctx)
     model_given = tie_if_they_fit(model_given, ctx)
-    settings.resolve(ModelConfig, model_given, ctx, vocab_size=1)  # its checks, before reading
+    smallest = settings.resolve(ModelConfig, model_given, ctx, vocab_size=1)  # before reading
     train_cfg = settings.resolve(TrainConfig, train_given, ctx)
     out = target_dir(run_dir, sources, model_given.get("cell", "lstm"), world)
+    memory.check_training(smallest, train_cfg.batch_size, train_cfg.seq_len, device)
     text = corpus.read(sources, corpus_cfg.glob, corpus_cfg.encoding_errors)
     tok, ids, how = encode_on_ranks(text, tok_cfg, corpus_cfg.documents, world)
     model_cfg = settings.resolve(ModelConfig, model_given, ctx, vocab_size=tok.vocab_size)
     train_ids, val_ids = data.split(ids, train_cfg.val_frac)
     train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids), world.size)
+    memory.check_training(model_cfg, train_cfg.batch_size, train_cfg.seq_len, device)
     config = RunConfig(
         model_cfg, train_cfg, tok_cfg, corpus_cfg, tuple(sources), len(text.files), text.chars,
         text.sha256, world_size=world.size, versions=versions(),
@@ -212,11 +214,17 @@ def resume(
         )
     encoded = tokens.token_ids(text, tok, config.corpus.documents)
     train_ids, val_ids = data.split(encoded.ids, train.val_frac)
+    memory.check_training(config.model, train.batch_size, train.seq_len, device)
     model, saved = checkpoint.load_last(run_dir, config.model, device)
     if world.is_main:
-        checkpoint.remove_leftovers(run_dir)
         config = replace(config, train=train, world_size=world.size)
-        checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_json())
+        try:
+            checkpoint.remove_leftovers(run_dir)
+            checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_json())
+        except OSError as e:
+            raise CheckpointError(
+                f"{run_dir}: cannot write in it ({e.strerror}); a resumed run saves there"
+            ) from None
     line = describe(replace(config, train=train), device, world, given, resumed=True)
     step = saved.get("progress", {}).get("step") if isinstance(saved, dict) else None
     notes = [("info", line), ("info", f"resuming {run_dir} at step {step}" + note)]
@@ -275,18 +283,16 @@ def reshard(config: RunConfig, run_dir: Path, world: World) -> tuple[TrainConfig
 
 
 def target_dir(run_dir: Path | None, sources: list[str], cell: str, world: World) -> Path:
-    """--run-dir, or a new folder under checkpoints/; never one that already holds a run."""
+    """--run-dir, or a new folder under checkpoints/: one that can be made, or an empty one;
+    never one that holds a run or anything else."""
     if world.size > 1 and run_dir is None:
         raise ConfigError("with torchrun, give --run-dir: the ranks must agree on where to save")
     if run_dir is None:
         name = Path(sources[0]).stem if sources else "python"
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path("checkpoints") / f"{name or 'corpus'}-{cell}-{stamp}"
-    if world.is_main and (Path(run_dir) / checkpoint.CONFIG).exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick "
-            "another --run-dir"
-        )
+    if world.is_main:
+        checkpoint.check_new_run_dir(Path(run_dir))  # before the corpus is read
     return Path(run_dir)
 
 

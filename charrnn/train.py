@@ -4,7 +4,8 @@ fit() trains with teacher forcing and stateful truncated BPTT (see trainer.py) a
 `Report` records (a step, an evaluation, the end) that the CLI renders or an API caller
 reads. It knows the model only through `forward(ids, state) -> (logits, state)`; it never
 prints. Every `eval_every` steps it evaluates on the whole validation split and saves the
-run directory (rank 0 alone writes; all ranks yield the same Reports).
+run directory (rank 0 alone writes; all ranks yield the same Reports, except that a
+failed save shows in rank 0's alone).
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def fit(job: Job, should_stop: Callable[[], bool] = lambda: False) -> Iterator[R
     while not trainer.done():
         if should_stop() if world.size == 1 else stop_agreed:
             trainer.read_guard()  # the skipped count goes into last/
-            yield trainer.report("stopped", message=trainer.save_last())
+            trainer.saved.failed = message = trainer.save_last()
+            yield trainer.report("stopped", message=message)
             return
         t0 = time.perf_counter()
         nats, n = trainer.step()
@@ -178,22 +180,17 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
         trainer.val_counts,
     )
     improved = val.loss < p.best_val_loss  # False for NaN: NaN weights never replace good ones
-    if improved:
-        p.best_val_loss, p.best_step = val.loss, p.step
     messages = []
-    summary = {"step": p.step, "best_val_loss": p.best_val_loss, "best_step": p.best_step}
-    try:
-        if world.is_main:  # rank 0 alone writes
-            if improved:
-                checkpoint.save_best(trainer.run_dir, model, summary)
-            else:
-                checkpoint.update_config(trainer.run_dir, summary)
-            record = metrics_record(trainer, train, val, grads)
-            checkpoint.append_metrics(trainer.run_dir, record)
-    except OSError as e:
-        messages.append(f"could not save in {trainer.run_dir} ({e}); the previous files are kept")
+    if world.is_main:  # rank 0 alone writes
+        improved, failed = save_run(
+            trainer, val, improved, metrics_record(trainer, train, val, grads)
+        )
+        messages.append(failed)
+    elif improved:
+        p.best_val_loss, p.best_step = val.loss, p.step
     if math.isfinite(val.loss):  # the same on every rank, so all of them gather for last/
-        messages.append(trainer.save_last() or "")
+        messages.append(trainer.save_last())
+    trainer.saved.failed = "; ".join(m for m in messages if m) or None
     text = None
     if world.is_main:  # only rank 0 shows it
         text = sample_text(
@@ -202,7 +199,6 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
             torch.Generator(trainer.device).manual_seed(p.step),
         )[0]  # fmt: skip
     model.train()
-    message = "; ".join(m for m in messages if m) or None
     return trainer.report(
         "eval",
         train=train,
@@ -210,8 +206,30 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
         grads=grads,
         improved=improved,
         sample=text,
-        message=message,
+        message=trainer.saved.failed,
     )
+
+
+def save_run(
+    trainer: Trainer, val: Metrics, improved: bool, record: dict
+) -> tuple[bool, str | None]:
+    """Rank 0's writes at an evaluation: model.safetensors if `improved`, the progress in
+    config.json, a line of metrics.jsonl -> (the weights were saved, what failed or None).
+    The best so far moves only once its weights are on disk: after a failed save (a full
+    disk) the run's best is still the one saved, and a later, lesser one may replace it."""
+    p, run_dir, saved = trainer.progress, trainer.run_dir, trainer.saved
+    try:
+        if improved:
+            checkpoint.save_weights(run_dir, trainer.module)
+            p.best_val_loss, p.best_step = val.loss, p.step
+            saved.best_step, saved.best_val_loss = p.step, val.loss
+        progress = {"step": p.step, "best_val_loss": p.best_val_loss, "best_step": p.best_step}
+        checkpoint.update_config(run_dir, progress)
+        checkpoint.append_metrics(run_dir, record)
+    except OSError as e:
+        weights = improved and saved.best_step == p.step
+        return weights, f"could not save in {run_dir} ({e}); the previous files are kept"
+    return improved, None
 
 
 def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics, grads) -> dict:

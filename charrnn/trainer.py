@@ -88,6 +88,17 @@ class Progress:
 
 
 @dataclass
+class Saved:
+    """What the run directory holds, as this run knows it: the step and validation loss of
+    model.safetensors, the step of last/, and why the latest save failed, if it did."""
+
+    best_step: int | None = None
+    best_val_loss: float | None = None
+    last_step: int | None = None
+    failed: str | None = None
+
+
+@dataclass
 class Report:
     """What fit() tells its caller: after a step, after an evaluation, and at the end."""
 
@@ -103,6 +114,7 @@ class Report:
     improved: bool = False  # this evaluation is the best so far and was saved
     sample: str | None = None  # a short sample from the model at this evaluation
     message: str | None = None  # what went wrong: a failed save, a divergence
+    saved: Saved | None = None  # what the run directory holds (rank 0's view)
 
 
 LOG_EVERY = 10  # read the running loss and the guard's counts back every this many steps
@@ -239,6 +251,7 @@ class Trainer:
         assert self.amp_dtype is None or self.device.type == "cuda", "resolve_precision checks"
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is not None else None
         self.progress = Progress()
+        self.saved = Saved()
         self.state: State | None = None
         self.total_steps = total_steps(config, self.windows_per_epoch)
         self.since_eval = Meter(self.device)  # training loss since the last evaluation
@@ -260,7 +273,8 @@ class Trainer:
         return lr_at(self.config, p.step, self.progress_frac()) * p.lr_scale
 
     def report(self, kind: str, **fields) -> Report:
-        return Report(kind, replace(self.progress), self.total_steps, self.lr(), **fields)
+        return Report(kind, replace(self.progress), self.total_steps, self.lr(),
+                      saved=replace(self.saved), **fields)  # fmt: skip
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on the next window -> (summed loss, tokens), both on the
@@ -340,7 +354,10 @@ class Trainer:
     def restore(self, saved: dict) -> None:
         """Carry on from `saved`, on this world: each rank takes its rows of the state."""
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.progress = Progress(**saved["progress"])
+        self.progress = p = Progress(**saved["progress"])
+        self.saved.last_step = p.step  # what it was restored from is on disk
+        if self.saved.best_step is None and math.isfinite(p.best_val_loss):
+            self.saved.best_step, self.saved.best_val_loss = p.best_step, p.best_val_loss
         streams = self.config.batch_size * self.world.size
         if saved["state"] and saved["state"][0].shape[1] != streams:
             raise CheckpointError(
@@ -374,6 +391,7 @@ class Trainer:
         if self.world.is_main:
             try:
                 checkpoint.save_last(self.run_dir, self.module, state)
+                self.saved.last_step = self.progress.step
             except OSError as e:
                 message = (
                     f"could not save {self.run_dir / checkpoint.LAST} ({e}); "

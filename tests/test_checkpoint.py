@@ -1,5 +1,6 @@
 import json
 import pickle
+import random
 
 import pytest
 import torch
@@ -24,6 +25,13 @@ def make_run(tmp_path, tie=False):
     return model, tok
 
 
+def trainer_state(step: int, **extra) -> dict:
+    """A trainer state with every key Trainer.trainer_state() saves (load_last checks them)."""
+    return {"optimizer": {"state": {}, "param_groups": []}, "progress": {"step": step},
+            "state": [], "torch_rng": torch.get_rng_state(), "cuda_rng": [],
+            "python_rng": random.getstate(), "since_eval": [0.0, 0], **extra}  # fmt: skip
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_save_then_load_gives_identical_logits(tmp_path, tie):
     model, tok = make_run(tmp_path, tie)
@@ -35,7 +43,7 @@ def test_save_then_load_gives_identical_logits(tmp_path, tie):
 
 def test_last_checkpoint_round_trips_trainer_state(tmp_path):
     model, _ = make_run(tmp_path)
-    state = {"progress": {"step": 3}, "rng": torch.get_rng_state(), "python": (3, (1, 2), None)}
+    state = trainer_state(3, rng=torch.get_rng_state(), python=(3, (1, 2), None))
     checkpoint.save_last(tmp_path, model, state)
     loaded, saved = load_last(tmp_path)
     assert saved["progress"] == {"step": 3} and torch.equal(saved["rng"], state["rng"])
@@ -44,7 +52,7 @@ def test_last_checkpoint_round_trips_trainer_state(tmp_path):
 
 def test_a_crash_mid_swap_leaves_the_previous_last_loadable(tmp_path):
     model, _ = make_run(tmp_path)
-    checkpoint.save_last(tmp_path, model, {"progress": {"step": 1}})
+    checkpoint.save_last(tmp_path, model, trainer_state(1))
     (tmp_path / "last").rename(tmp_path / ".last.old")  # killed between the two renames
     _, saved = load_last(tmp_path)
     assert saved["progress"] == {"step": 1}
@@ -52,7 +60,7 @@ def test_a_crash_mid_swap_leaves_the_previous_last_loadable(tmp_path):
 
 def test_a_crafted_pickle_is_refused_without_running(tmp_path):
     model, _ = make_run(tmp_path)
-    checkpoint.save_last(tmp_path, model, {"progress": {}})
+    checkpoint.save_last(tmp_path, model, trainer_state(0))
     marker = tmp_path / "pwned"
 
     class Exploit:

@@ -437,7 +437,7 @@ def test_sample_clamp_changes_the_text(run_dir):
         ),
         (["inspect-neurons", "RUN", "--text", "All", "--find", "inside quotes"], "same on every"),
         (["inspect-neurons", "RUN", "--text", "All", "--file", "RUN"], "not both"),
-        (["inspect-neurons", "RUN", "--file", "missing.txt"], "cannot read"),
+        (["inspect-neurons", "RUN", "--file", "missing.txt"], "missing.txt: no such file (--file)"),
         (["inspect-neurons", "RUN", "--text", "All", "--html", "no/such/dir/p.html"], "cannot"),
     ],
 )

@@ -10,6 +10,7 @@ exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -37,39 +38,57 @@ def error_line(message: str) -> str:
     return f"charrnn: error: {message}"
 
 
-def usage_message(error: Exception) -> str:
+def usage_message(error: Exception, argv: list[str] = ()) -> str:
     """A click usage error as one sentence that says where to look."""
     ctx = getattr(error, "ctx", None)
     text = error.format_message() if hasattr(error, "format_message") else str(error)
     text = text.replace("Value error, ", "")  # how Typer's validation words a bad choice
     where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    dashed = dashed_file(error, argv)
+    if dashed is not None:
+        text = f"no such option: {dashed}"
+        where = f" (a file whose name starts with '-'? put -- before it: -- {dashed})"
     return text.rstrip(".") + where
+
+
+def dashed_file(error: Exception, argv: list[str]) -> str | None:
+    """The word of the command line that click took for an unknown option but that looks
+    like a file (`-dash.txt`, read as the options -d -a ...), or None."""
+    name = getattr(error, "option_name", None)
+    if type(error).__name__ != "NoSuchOption" or not name:
+        return None
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    word = next((w for w in words if w.startswith(name)), name)
+    named_like_a_file = not word.startswith("--") and ("." in word or "/" in word)
+    return word if os.path.exists(word) or named_like_a_file else None
 
 
 class Group(TyperGroup):
     """The top-level group: its main() is the error boundary of every command."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
         try:
             code = super().main(args, "charrnn", complete_var, False, **extra)
         except typer.Abort:
             typer.echo("charrnn: aborted", err=True)
             code = 1
         except Exception as e:  # noqa: BLE001 - sorted below: user errors, or re-raised
-            code = user_error(e)
+            code = user_error(e, argv)
         if not standalone_mode:
             return code
         sys.exit(code or 0)
 
 
-def user_error(error: Exception) -> int:
-    """Print a user's error as one line and return its exit code; re-raise anything else."""
+def user_error(error: Exception, argv: list[str] = ()) -> int:
+    """Print a user's error as one line and return its exit code; re-raise anything else.
+    `argv`: the command line, for a hint on a file taken for an option."""
     click_error = type(error).__module__.startswith(("typer", "click"))
     if click_error and type(error).__name__ == "NoArgsIsHelpError":
         typer.echo(error.format_message(), err=True)  # bare `charrnn`: the help, as usage
         return EXIT_USAGE
     if click_error and hasattr(error, "exit_code") and hasattr(error, "format_message"):
-        typer.echo(error_line(usage_message(error)), err=True)
+        typer.echo(error_line(usage_message(error, list(argv))), err=True)
         return error.exit_code
     if isinstance(error, CharrnnError):
         typer.echo(error_line(str(error)), err=True)

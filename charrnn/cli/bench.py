@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from charrnn import bench, devices
+from charrnn import bench, devices, memory
 from charrnn import sample as sampling
 from charrnn import settings as settings_
 from charrnn.cli.app import AsJson, app, command
@@ -71,6 +71,7 @@ def bench_train(
         ids, vocab_size = bench.corpus_ids(corpus_)
         data = f"{corpus_} ({len(ids):,} char tokens, V {vocab_size})"
     config = bench_config(settings, vocab_size, steps, untimed_steps, dev)
+    memory.check_training(config.model, config.batch_size, config.seq_len, dev)
     typer.echo(f"timing charrnn and the reference: {untimed_steps} + {steps} steps each ...",
                err=True)  # fmt: skip
     render_bench(bench.bench_train(config, dev, ids, data), as_json)
@@ -91,6 +92,9 @@ def bench_sample(
     dev = bench_device(device, threads, sampling.cpu_threads(num_samples))  # as `sample` does
     config = bench_config({**settings, "batch_size": num_samples}, vocab_size, steps,
                           untimed_steps, dev)  # fmt: skip
+    needed = memory.sampling_bytes(config.model, num_samples, 1, steps + untimed_steps)
+    memory.check(f"--num-samples {num_samples:,} for {steps + untimed_steps:,} steps", dev,
+                 *needed, fix="time fewer samples at a time")  # fmt: skip
     typer.echo(f"timing charrnn and the reference: {untimed_steps} + {steps} tokens each ...",
                err=True)  # fmt: skip
     render_bench(bench.bench_sample(config, dev), as_json)

@@ -119,12 +119,8 @@ def default_state(model, state: str | None, gate: str | None) -> str:
 def inspection_text(model, tok, text, file, max_chars: int, on_unknown: str, seed: int, dev):
     """--text, --file, or else a sample from the model; cut to --max-chars and checked for
     symbols the model never saw (tokenizer.unknown_note)."""
-    if file is not None:
-        try:
-            data = file.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"{file}: cannot read it ({e.strerror})") from None
-        text = corpus.decode(data, str(file))
+    if file is not None:  # a regular file only: a pipe or /dev/zero would never end
+        text = corpus.read_file(file, "--file")
     if text is None:
         config = sampling.SampleConfig(length=min(max_chars, 500), stop_at_eos=False)
         generator = torch.Generator(dev).manual_seed(seed)

@@ -31,6 +31,7 @@ COLLECTIVE_TIMEOUT = option(
     parse=parse_duration, show=format_duration, metavar="DURATION",
 )  # fmt: skip
 NOTE_STYLES = {"info": None, "warning": "yellow", "detail": "dim"}
+EXIT_NOT_SAVED = 3  # the run ended, but its last save failed: the files on disk are older
 Corpus = Annotated[
     Optional[list[str]],
     typer.Argument(metavar="CORPUS", help="Files, folders, or a built-in corpus: python "
@@ -106,13 +107,15 @@ def train(
     if last is not None and last.kind == "diverged":
         raise typer.Exit(1)
     if last is not None and last.kind == "stopped":
+        kept = f"; {on_disk(job.run_dir, last.saved)}" if last.saved.failed else ""
+        saved = "could not save last/" if last.saved.failed else f"last/ saved in {job.run_dir}"
         err.print(
-            f"stopped by signal; last/ saved in {job.run_dir}; continue with: charrnn train "
-            f"--resume {job.run_dir}"
+            f"stopped by signal; {saved}{kept}; continue with: charrnn train --resume {job.run_dir}"
         )
         # on several ranks, one may stop because another was signalled
         raise typer.Exit(128 + (stop.signum or signal.SIGTERM))
-    render_summary(job.run_dir, last)
+    if render_summary(job.run_dir, last):
+        raise typer.Exit(EXIT_NOT_SAVED)
 
 
 def last_of(reports):
@@ -212,14 +215,42 @@ def eval_table(report) -> Table:
     return table
 
 
-def render_summary(run_dir: Path, last) -> None:
+def render_summary(run_dir: Path, last) -> bool:
+    """The last lines: what was trained and what the run directory holds. True when the
+    last save failed: the files on disk are older than the run (exit EXIT_NOT_SAVED)."""
     if last is None:
-        return
-    p = last.progress
-    best = next((m for m in checkpoint.read_metrics(run_dir) if m["step"] == p.best_step), None)
-    bpc = f", {best['val_bpc']:.4f} bits/char" if best else ""
-    err.print(
-        f"[bold]done[/]: {p.step} steps, {p.tokens:,} tokens in {format_duration(p.elapsed)} of "
-        f"training; best val loss {p.best_val_loss:.4f} nats/token{bpc} at step {p.best_step}"
+        return False
+    p, saved = last.progress, last.saved
+    trained = (
+        f"[bold]done[/]: {p.step} steps, {p.tokens:,} tokens in {format_duration(p.elapsed)} "
+        "of training"
     )
+    if saved.best_step is not None:
+        best = next((m for m in checkpoint.read_metrics(run_dir)
+                     if m.get("step") == saved.best_step), None)  # fmt: skip
+        bpc = f", {best['val_bpc']:.4f} bits/char" if best and "val_bpc" in best else ""
+        trained += (
+            f"; best val loss {saved.best_val_loss:.4f} nats/token{bpc} at step {saved.best_step}"
+        )
+    err.print(trained)
+    if saved.failed:
+        err.print(
+            f"the last save failed (above); {on_disk(run_dir, saved)}; free some space (or "
+            f"fix the folder), then continue with: charrnn train --resume {run_dir}",
+            style="bold red",
+            markup=False,
+        )
+        return True
     err.print(f"saved in {run_dir}; sample with: charrnn sample {run_dir}")
+    return False
+
+
+def on_disk(run_dir: Path, saved) -> str:
+    """What the run directory holds, in words."""
+    best = (
+        f"{checkpoint.WEIGHTS} of step {saved.best_step} (val loss {saved.best_val_loss:.4f})"
+        if saved.best_step is not None
+        else f"no {checkpoint.WEIGHTS}"
+    )
+    last = f"last/ of step {saved.last_step}" if saved.last_step is not None else "no last/"
+    return f"{run_dir} holds {best} and {last}"
