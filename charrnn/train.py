@@ -20,6 +20,7 @@ import torch
 
 from charrnn import checkpoint, settings
 from charrnn.errors import ConfigError
+from charrnn.meters import LOG_EVERY, MAX_BAD_STEPS, Meter
 from charrnn.metrics import Metrics, evaluate
 from charrnn.sample import SampleConfig, sample_text
 from charrnn.settings import (
@@ -31,7 +32,7 @@ from charrnn.settings import (
     setting,
     within,
 )
-from charrnn.trainer import LOG_EVERY, MAX_BAD_STEPS, PRECISIONS, Job, Meter, Report, Trainer
+from charrnn.trainer import PRECISIONS, Job, Report, Trainer
 
 DURATION = "duration"  # the group of --steps, --epochs, --time-budget: one of them
 

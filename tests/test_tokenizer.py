@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import charrnn
+from charrnn import subwords
 from charrnn import tokenizer as tokenizers
 from charrnn.tokenizer import CharTokenizer
 
@@ -246,9 +247,9 @@ def test_sentencepiece_fits_the_same_model_in_every_process_on_a_sample_of_the_l
     # every process (sentencepiece's own sampling was not), so the same text gives the
     # same tokenizer
     script = (
-        "import hashlib; from charrnn import tokenizer as t; t.SP_SENTENCES = 200\n"
+        "import hashlib; from charrnn import subwords as t; t.SP_SENTENCES = 200\n"
         "lines = [f'{i} {w} and {w * 2}\\n' for i in range(3000) for w in ['ab', 'cd'][i % 2:]]\n"
-        "tok = t.fit(t.TokenizerConfig('bpe', vocab_size=400), lines)\n"
+        "tok = t.SentencePieceTokenizer.fit(lines, t.TokenizerConfig('bpe', vocab_size=400))\n"
         "print(hashlib.sha256(tok.model).hexdigest())"
     )
     run = [sys.executable, "-c", script]
@@ -258,9 +259,9 @@ def test_sentencepiece_fits_the_same_model_in_every_process_on_a_sample_of_the_l
 
 
 def test_sample_lines_keeps_all_or_a_uniform_sample():
-    assert tokenizers.sample_lines(iter("abc"), 5) == ["a", "b", "c"]
-    sample = tokenizers.sample_lines(map(str, range(10_000)), 1000)
-    assert len(set(sample)) == 1000 and sample == tokenizers.sample_lines(
+    assert subwords.sample_lines(iter("abc"), 5) == ["a", "b", "c"]
+    sample = subwords.sample_lines(map(str, range(10_000)), 1000)
+    assert len(set(sample)) == 1000 and sample == subwords.sample_lines(
         map(str, range(10_000)), 1000
     )
     assert 3500 < np.mean([int(x) for x in sample]) < 6500  # from the whole text, not its start

@@ -101,7 +101,7 @@ def test_stop_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
 
 def test_gradient_norms_are_summed_on_the_device_and_skipped_steps_left_out():
-    from charrnn.trainer import GradNorms
+    from charrnn.meters import GradNorms
 
     grads = GradNorms(torch.device("cpu"))
     for norm in (1.0, float("nan"), 3.0, 0.5):
