@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 
-COMMANDS = [[], ["train"], ["sample"], ["inspect-neurons"], ["info"], ["eval"], ["bench"],
-            ["bench", "train"], ["bench", "sample"]]  # fmt: skip
+COMMANDS = [[], ["train"], ["sample"], ["inspect-neurons"], ["info"], ["eval"], ["compare"],
+            ["plot"], ["bench"], ["bench", "train"], ["bench", "sample"]]  # fmt: skip
 runner = CliRunner()
 
 
@@ -47,7 +47,7 @@ def test_help_reads_at_80_columns(command):
 def test_the_command_list_gives_each_a_whole_sentence():
     listing = help_text([]).split("Commands:", 1)[1]
     summaries = re.findall(r"^  \S+\s+(.+(?:\n {4,}.+)*)", listing, re.MULTILINE)
-    assert len(summaries) == 6
+    assert len(summaries) == 8
     for summary in summaries:
         assert " ".join(summary.split()).endswith("."), summary
 
