@@ -67,7 +67,7 @@ def runs_figure(
     """Train (dashed) and val (solid) curves of each (label, records), a colour each;
     written to `path`. Returns the picture's (width, height) in pixels."""
     check_output(path)
-    fig, ax = _figure()
+    fig, ax = figure()
     unit, div = _unit(x, [records for _, records in runs])
     for i, (label, records) in enumerate(runs):
         for split, style in (("val", "-"), ("train", "--")):
@@ -77,7 +77,7 @@ def runs_figure(
                         marker="o" if split == "val" else None, ms=3,
                         label=f"{label} {split}")  # fmt: skip
     _finish(ax, metric, x, unit, "train (dashed) and val (solid)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def compare_figure(
@@ -85,7 +85,7 @@ def compare_figure(
 ) -> tuple[int, int]:
     """Val curves of every run, one colour per cell, each seed a thin line."""
     check_output(path)
-    fig, ax = _figure()
+    fig, ax = figure()
     unit, div = _unit(x, [records for runs in cells.values() for records in runs])
     for i, (cell, runs) in enumerate(cells.items()):
         label = f"{cell} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
@@ -95,7 +95,7 @@ def compare_figure(
                 ax.plot(*pts, "-", color=f"C{i % 10}", lw=1.5,
                         label=label if k == 0 else None)  # fmt: skip
     _finish(ax, metric, x, unit, "val, a colour per cell, a line per seed")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def check_output(path: Path, flag: str = "") -> None:
@@ -121,7 +121,9 @@ def _points(records: Sequence[dict], x: str, div: float, key: str):
     return tuple(zip(*pts)) if pts else None
 
 
-def _figure():
+def figure():
+    """(Figure, Axes) of WIDTH x HEIGHT pixels on the Agg renderer, pyplot untouched (for
+    any picture of charrnn's: draw on the Axes, then save())."""
     from matplotlib.figure import Figure  # the extra: imported only to draw
 
     fig = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, layout="constrained")
@@ -142,7 +144,9 @@ def _finish(ax, metric: str, x: str, unit: str, what: str) -> None:
         ax.legend(fontsize="small")
 
 
-def _save(fig: Any, path: Path) -> tuple[int, int]:
+def save(fig: Any, path: Path) -> tuple[int, int]:
+    """Write a figure() to `path` (its format from the suffix), whole or not at all."""
+    check_output(path)
     path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lower().lstrip("."))

@@ -6,10 +6,12 @@ DIR/compare.png. The plan, carrying on and the results are charrnn/compare.py's.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich import box
 from rich.console import Console
@@ -29,10 +31,12 @@ from charrnn.cli.train import (
     last_of,
 )
 from charrnn.corpus import CorpusConfig
+from charrnn.distributed import World
 from charrnn.model import ModelConfig
 from charrnn.settings import default_of, format_duration
 from charrnn.tokenizer import TokenizerConfig
 from charrnn.train import TrainConfig, fit, set_deterministic
+from charrnn.trainer import Report
 
 HOW = {"new": "new run", "restart": "started again (it stopped before its first checkpoint)"}
 
@@ -77,7 +81,8 @@ def compare(
     if stopped is not None:
         err.print(
             f"stopped by signal; last/ saved in {stopped}; run the same charrnn compare "
-            "command again to carry on"
+            "command again to carry on",
+            markup=False,
         )
         raise typer.Exit(128 + (stop.signum or signal.SIGTERM))
     if world.is_main:
@@ -89,15 +94,20 @@ def announce(plan: comparing.Plan, todo: list, out: Path) -> None:
     counts = {label: sum(w == what for _, w in todo) for what, label in labels.items()}
     parts = [f"{n} {label}" for label, n in counts.items() if n]
     err.print(
-        f"comparing {', '.join(plan.cells)} with {plan.seeds} seed(s) each (0 to "
-        f"{plan.seeds - 1}), {budget(plan)} per run: {len(todo)} runs in {out}"
-        + (f" ({', '.join(parts)})" if parts else "")
+        f"comparing {', '.join(plan.cells)} with {seeds_text(plan.seeds)}, {budget(plan)} per "
+        f"run: {len(todo)} run{'s' if len(todo) > 1 else ''} in {out}"
+        + (f" ({', '.join(parts)})" if parts else ""),
+        markup=False,
     )
     try:
         plots.need_matplotlib("compare")
     except plots.MissingExtra as e:
         err.print(f"{e} for compare.png; the table and compare.json come without it",
-                  style="yellow")  # fmt: skip
+                  style="yellow", markup=False)  # fmt: skip
+
+
+def seeds_text(seeds: int) -> str:
+    return "seed 0" if seeds == 1 else f"{seeds} seeds each (0 to {seeds - 1})"
 
 
 def budget(plan: comparing.Plan) -> str:
@@ -110,7 +120,10 @@ def budget(plan: comparing.Plan) -> str:
     return f"--time-budget {format_duration(seconds)}"
 
 
-def train_all(plan, todo, states, out: Path, device, world, stop) -> Path | None:
+def train_all(
+    plan: comparing.Plan, todo: list[tuple[comparing.Planned, str]], states: dict[str, str],
+    out: Path, device: torch.device, world: World, stop: StopFlag,
+) -> Path | None:  # fmt: skip
     """Train what is missing, in order; the run directory where a signal stopped, or None.
     `states` is updated as runs finish, and compare.json with it (rank 0)."""
     bars = Bars(len(todo), sum(what == "skip" for _, what in todo))
@@ -122,7 +135,8 @@ def train_all(plan, todo, states, out: Path, device, world, stop) -> Path | None
                 continue
             job = comparing.job(plan, item, what, out, device, world)
             step = (job.resume or {}).get("progress", {}).get("step")
-            bars.print(f"[bold]{item.name}[/]: " + HOW.get(what, f"resumed at step {step}"))
+            how = HOW.get(what, f"resumed at step {step}")
+            bars.print(f"[bold]{item.name}[/]: {how}", markup=True)
             for level, note in job.notes:
                 if first or level == "warning":
                     bars.print(note, style=NOTE_STYLES[level])
@@ -140,7 +154,7 @@ def train_all(plan, todo, states, out: Path, device, world, stop) -> Path | None
             if world.is_main:
                 result = next(r for r in comparing.record(plan, out, states).runs
                               if r.run == item.name)  # fmt: skip
-                bars.print(run_line(result))
+                bars.print(run_line(result), markup=True)
     return None
 
 
@@ -168,10 +182,13 @@ class Bars:
     def _runs(self) -> str:
         return f"runs {self.done}/{self.runs}"
 
-    def print(self, *args, **kwargs) -> None:
-        self.progress.console.print(*args, **kwargs)
+    def print(self, text: str, style: str | None = None, markup: bool = False) -> None:
+        """A line above the bars (text as it is, unless `markup`)."""
+        self.progress.console.print(text, style=style, markup=markup)
 
-    def follow(self, reports, item, train_cfg: TrainConfig):
+    def follow(
+        self, reports: Iterator[Report], item: comparing.Planned, train_cfg: TrainConfig
+    ) -> Report | None:
         """Show one run's reports; its last one."""
         by_time, start, last = train_cfg.time_budget is not None, None, None
         self.progress.reset(self.current, description=f"{item.cell} seed {item.seed}",
@@ -232,13 +249,13 @@ def finish(plan: comparing.Plan, states: dict, out: Path) -> None:
     except plots.MissingExtra:
         pass  # said at the start
     Console(highlight=False).print(table(comparison, budget(plan)))
-    err.print(f"wrote {Path(out) / comparing.FILE}{picture}")
+    err.print(f"wrote {Path(out) / comparing.FILE}{picture}", markup=False)
 
 
 def table(comparison: comparing.Comparison, duration: str) -> Table:
     plan = comparison.plan
     t = Table(
-        title=f"{', '.join(plan.cells)}: {plan.seeds} seed(s) each, {duration} per run",
+        title=f"{', '.join(plan.cells)}: {seeds_text(plan.seeds)}, {duration} per run",
         title_justify="left",
         caption="val loss (nats/token) and bits/char: each run's best evaluation, mean ± "
         "sample standard deviation over seeds; tok/s: of training, evaluations not counted",
