@@ -25,7 +25,6 @@ from .test_plot import assert_picture
 runner = CliRunner()
 TINY = ["--layers", "1", "--hidden", "16", "--embedding", "8", "--batch-size", "4",
         "--seq-len", "16", "--device", "cpu"]  # fmt: skip
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def compare(*args) -> "CliRunner.Result":
@@ -225,9 +224,13 @@ def launch(*args, ranks: int = 1) -> subprocess.Popen:
     launcher = [sys.executable]
     if ranks > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
-    return subprocess.Popen([*launcher, "-m", "charrnn", "compare", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV)  # fmt: skip
+    return subprocess.Popen(
+        [*launcher, "-m", "charrnn", "compare", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # the token cache too
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:

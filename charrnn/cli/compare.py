@@ -5,6 +5,7 @@ DIR/compare.png. The plan, carrying on and the results are charrnn/compare.py's.
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -148,6 +149,11 @@ def train_all(
             with collectives_failing(world, job.run_dir):
                 reports = fit(job, stop)
                 last = bars.follow(reports, item, job.config) if world.is_main else last_of(reports)
+            # This run's DDP sits in reference cycles: free it here, on every rank at once.
+            # Left to a later collection (mid-run, or after the group is gone) it aborted a
+            # rank now and then ("terminate called without an active exception").
+            del reports
+            gc.collect()
             if last.kind == "stopped":
                 return job.run_dir
             states[item.name] = "diverged" if last.kind == "diverged" else "done"
