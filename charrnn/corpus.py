@@ -52,7 +52,7 @@ class CorpusConfig:
 
     glob: str = setting("*", "Which files to read from folders.")
     encoding_errors: str = setting(
-        "strict", "Invalid UTF-8: stop (strict) or read it as U+FFFD (replace).",
+        "strict", "Invalid UTF-8: stop, or read it as U+FFFD.",
         choices=("strict", "replace"),
     )  # fmt: skip
     documents: str = setting(

@@ -8,6 +8,7 @@ from pathlib import Path
 # threads per process wait on each other: one thread, here and in every subprocess.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -95,3 +96,33 @@ def cli_train(root: Path, text: str = TEXT, *args: str, name: str = "run") -> Pa
                                       str(root / name)])  # fmt: skip
     assert result.exit_code == 0, result.output
     return root / name
+
+
+# Pictures -----------------------------------------------------------------------------
+
+
+def colour_pixels(path: Path, colour: str, tol: float = 0.02) -> int:
+    """How many pixels of the picture are `colour` (a matplotlib colour name)."""
+    from matplotlib.colors import to_rgb
+
+    rgb = plots_image(path)[..., :3]
+    return int((np.abs(rgb - np.array(to_rgb(colour))).max(axis=-1) < tol).sum())
+
+
+def plots_image(path: Path) -> np.ndarray:
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)  # [height, width, RGBA] floats in [0, 1]
+
+
+def assert_picture(path: Path, colours: list[str]) -> None:
+    """A PNG of plots.WIDTH x plots.HEIGHT with many distinct colours and, for each of
+    `colours`, the pixels of a curve."""
+    from charrnn import plots
+
+    image = plots_image(path)
+    assert image.shape == (plots.HEIGHT, plots.WIDTH, 4)
+    distinct = np.unique((image[..., :3] * 255).round().reshape(-1, 3), axis=0)
+    assert len(distinct) > 50  # antialiased curves, text and grid, not a blank canvas
+    for colour in colours:
+        assert colour_pixels(path, colour) > 300, colour  # a curve, not a legend swatch

@@ -268,7 +268,7 @@ def test_png_is_a_plot_of_the_right_size(run_dir, tmp_path):
     result = inspect(run_dir, "--text", TEXT, "--max-lag", "40", "--windows", "2", "--png", path)
     assert f"wrote {path}" in result.stderr and "lag 40 / lag 1" in result.stdout
     pixels = image.imread(path)  # [rows, columns, RGBA]
-    assert pixels.shape[:2] == (450, 800)
+    assert pixels.shape[:2] == (600, 1000)  # plots.WIDTH x HEIGHT
     assert pixels[..., :3].std() > 0.05  # not one colour
     assert (pixels[..., :3] < 0.5).mean() > 0.005  # axes, text and curves drawn on white
 
@@ -307,6 +307,7 @@ def test_png_without_matplotlib_says_how_to_get_it(run_dir, tmp_path, monkeypatc
     )
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "charrnn: error: --png needs matplotlib: pip install 'charrnn[plot]'"
+        "charrnn: error: charrnn inspect-gradients --png needs matplotlib: "
+        "pip install 'charrnn[plot]'"
     )
     assert not (tmp_path / "g.png").exists()

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from charrnn.cli import app
 
 COMMANDS = [[], ["train"], ["sample"], ["inspect-neurons"], ["inspect-gradients"], ["info"],
-            ["eval"], ["bench"], ["bench", "train"], ["bench", "sample"]]  # fmt: skip
+            ["eval"], ["compare"], ["plot"], ["bench"], ["bench", "train"],
+            ["bench", "sample"]]  # fmt: skip
 runner = CliRunner()
 
 
@@ -39,8 +40,8 @@ def test_help_reads_at_80_columns(command):
         assert bad not in text, f"{bad!r} in the help of {command}"
     assert all(len(line) <= 80 for line in text.splitlines()), text
     opts = {k: v for k, v in options(text).items() if k != "--help"}
-    if opts:  # most option help fits on one or two lines
-        short = sum(len(lines) <= 2 for lines in opts.values())
+    if opts:  # most option help fits on one or two lines (a long name has a line of its own)
+        short = sum(len(lines) - (len(lines[0].split()) <= 2) <= 2 for lines in opts.values())
         assert short >= 0.75 * len(opts), opts
 
 

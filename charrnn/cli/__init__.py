@@ -16,7 +16,7 @@ from charrnn.cli.app import app
 
 # Each command registers itself on `app` when its module is imported; --help lists them
 # in this order.
-for _module in ("train", "sample", "neurons", "gradients", "runs", "bench"):
+for _module in ("train", "sample", "neurons", "gradients", "runs", "compare", "plot", "bench"):
     importlib.import_module(f"charrnn.cli.{_module}")
 
 __all__ = ["app"]

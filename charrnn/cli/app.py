@@ -23,6 +23,7 @@ from typer.core import TyperCommand, TyperGroup
 from charrnn.errors import CharrnnError
 
 EXIT_USAGE = 2
+COLUMN = 24  # the widest option name column; longer names (and metavars) sit on their own line
 RunDir = Annotated[
     Path, typer.Argument(metavar="RUN", help="A run directory made by charrnn train.")
 ]
@@ -120,7 +121,7 @@ class Command(TyperCommand):
         for title, rows in (("Arguments", arguments), ("Options", options)):
             if rows:
                 with formatter.section(title):
-                    formatter.write_dl(rows)
+                    formatter.write_dl(rows, col_max=COLUMN)
 
 
 def _is_argument(param) -> bool:

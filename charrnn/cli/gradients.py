@@ -7,7 +7,6 @@ renders. matplotlib (the `plot` extra) is imported only for --png.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -18,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from charrnn import api, checkpoint, corpus, devices
+from charrnn import api, corpus, devices, plots
 from charrnn import gradients as grads
 from charrnn.cli.app import AsJson, command, err
 from charrnn.cli.options import with_settings
@@ -83,9 +82,9 @@ def inspect_gradients(
         text = corpus.read_file(file, "--file")
     if text == "":
         raise ConfigError("the text is empty; give some with --text or --file")
-    plt = pyplot() if png is not None else None  # before the work, so it fails first
-    if png is not None and not png.parent.is_dir():
-        raise ConfigError(f"--png {png}: there is no folder {png.parent}")
+    if png is not None:  # before the work, so that it fails first
+        plots.need_matplotlib("inspect-gradients --png")
+        plots.check_output(png, "--png")
     dev = devices.resolve(device)
     if run_dir is not None:
         model, title, windows_, note = grads.of_run(
@@ -98,8 +97,8 @@ def inspect_gradients(
     if note:
         err.print(note, style="dim", markup=False)
     result = grads.measure(model, windows_)
-    if plt is not None:
-        write_png(plt, png, result, title)
+    if png is not None:
+        write_png(png, result, title)
     if as_json:
         typer.echo(json.dumps({"model": title, **result.to_json()}, indent=2))
     else:
@@ -190,36 +189,16 @@ def spectrum_table(result: grads.Gradients) -> Table:
 
 # The plot -------------------------------------------------------------------------------
 
-PNG_SIZE = (8.0, 4.5)  # inches; at PNG_DPI, 800 x 450 pixels
-PNG_DPI = 100
 
-
-def pyplot():
-    """matplotlib.pyplot on the headless Agg backend; one line when it is not installed."""
+def write_png(path: Path, result: grads.Gradients, title: str) -> None:
+    """The curves on a log scale, as `charrnn plot` draws its pictures (plots.py)."""
+    fig, ax = plots.figure()
+    grads.draw(ax, result)
+    ax.set_title(f"{title}: gradient through time", fontsize=10)
+    ax.legend(fontsize=8)
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--png needs matplotlib: pip install 'charrnn[plot]'") from None
-    return plt
-
-
-def write_png(plt, path: Path, result: grads.Gradients, title: str) -> None:
-    fig, ax = plt.subplots(figsize=PNG_SIZE, dpi=PNG_DPI)
-    try:
-        grads.draw(ax, result)
-        ax.set_title(f"{title}: gradient through time", fontsize=10)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        data = io.BytesIO()
-        fig.savefig(data, format="png", dpi=PNG_DPI)
-    finally:
-        plt.close(fig)
-    try:
-        checkpoint.atomic_write(path, data.getvalue())
+        width, height = plots.save(fig, path)
         path.chmod(0o644)  # a picture to open and share, not a private temporary file
     except OSError as e:
         raise ConfigError(f"--png {path}: cannot write it ({e.strerror})") from None
-    err.print(f"wrote {path}", style="dim")
+    err.print(f"wrote {path} ({width} x {height})", style="dim")
