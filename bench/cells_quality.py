@@ -11,6 +11,8 @@ Run it on an idle machine, alone: a time budget measures the machine as much as 
 from __future__ import annotations
 
 import argparse
+import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from quality import measure  # noqa: E402
 
 from charrnn.cells import CELLS  # noqa: E402
+
+
+def val_loss(budget: str, flags: list[str]) -> float:
+    """The run's final val loss; inf if it diverged (charrnn train exits 1, unsaved)."""
+    try:
+        return measure(budget, flags)["val_loss"]
+    except subprocess.CalledProcessError:
+        return math.inf
 
 
 def main() -> None:
@@ -33,8 +43,7 @@ def main() -> None:
     rows = []
     for cell in args.cells.split(","):
         flags = ["--cell", cell, *args.train_args]
-        swept = {lr: measure(args.sweep, [*flags, "--lr", lr])["val_loss"]
-                 for lr in args.lrs.split(",")}  # fmt: skip
+        swept = {lr: val_loss(args.sweep, [*flags, "--lr", lr]) for lr in args.lrs.split(",")}
         best = min(swept, key=swept.get)
         final = measure(args.final, [*flags, "--lr", best])
         print(f"{cell}: sweep {swept}; final at lr {best}: {final['val_loss']:.4f}", flush=True)
