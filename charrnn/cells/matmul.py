@@ -23,6 +23,11 @@ if torch.backends.mkldnn.is_available():
     _REORDER = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
 
 
+def onednn_available() -> bool:
+    """Whether oneDNN's linear is there to call (torch's private op)."""
+    return _ONEDNN is not None
+
+
 def linear(x: Tensor, weight: Tensor, add: Tensor | None = None) -> Tensor:
     """x [N, K] @ weight.T [K, M] (+ add [N, M]) -> [N, M].
 
