@@ -203,7 +203,10 @@ def resume(
     for old, new in ((config.model, model_given), (config.tokenizer, tok_given),
                      (config.corpus, corpus_given), (train, train_given)):  # fmt: skip
         refuse_changes(old, new)
-    train = settings.update(train, train_given)  # a new duration replaces the old one
+    train = settings.update(train, train_given)  # a new duration or precision replaces the old
+    if train.precision != "fp32" and device.type != "cuda":  # a CUDA run carried on off CUDA
+        note += f"; it trained in {train.precision} on CUDA and carries on in fp32 on {device}"
+        train = replace(train, precision="fp32")
     text = corpus.read(
         list(sources or config.sources), config.corpus.glob, config.corpus.encoding_errors
     )

@@ -88,7 +88,7 @@ class TrainConfig:
     # fp16` on a GPU measures mixed precision faster with the same loss curve (not yet done).
     precision: str = setting(
         "fp32", "Mixed precision (autocast, CUDA only); auto: the device's default.",
-        by={"cpu": "fp32", "cuda": "fp32"}, choices=("auto", *PRECISIONS),
+        by={"cpu": "fp32", "cuda": "fp32"}, choices=("auto", *PRECISIONS), on_resume="change",
     )  # fmt: skip
 
     def __post_init__(self):

@@ -2,6 +2,7 @@
 --prime-file, a run trained on CUDA used on a CPU, and errors that read as the CLI's."""
 
 import itertools
+import json
 import math
 import re
 import subprocess
@@ -129,6 +130,10 @@ def test_a_run_saved_with_cuda_tensors_samples_and_resumes_on_a_cpu(trained, mon
     monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
     torch.save(state, run / "last" / "trainer_state.pt")
     monkeypatch.undo()
+    # ... in mixed precision, which a CPU does not train in
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["precision"] = "fp16"
+    (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(RuntimeError, match="CUDA"):  # what a plain torch.load does here
         torch.load(run / "last" / "trainer_state.pt", weights_only=True)
     sampled = runner.invoke(app, ["sample", str(run), "--length", "10", "--seed", "1"])
@@ -136,7 +141,12 @@ def test_a_run_saved_with_cuda_tensors_samples_and_resumes_on_a_cpu(trained, mon
     resumed = runner.invoke(app, ["train", "--resume", str(run), "--steps", "25",
                                   "--device", "cpu"])  # fmt: skip
     assert resumed.exit_code == 0, resumed.output
+    assert "trained in fp16 on CUDA and carries on in fp32 on cpu" in resumed.output
     assert charrnn.load(run).config.step == 25
+    assert json.loads((run / "config.json").read_text())["train"]["precision"] == "fp32"
+    fp16 = runner.invoke(app, ["train", "--resume", str(run), "--steps", "30", "--device", "cpu",
+                               "--precision", "fp16"])  # fmt: skip
+    assert fp16.exit_code == 2 and "--precision fp16 needs a CUDA device" in fp16.stderr
 
 
 def test_weights_hold_no_device():
