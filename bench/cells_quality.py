@@ -46,7 +46,9 @@ def main() -> None:
         swept = {lr: val_loss(args.sweep, [*flags, "--lr", lr]) for lr in args.lrs.split(",")}
         best = min(swept, key=swept.get)
         final = measure(args.final, [*flags, "--lr", best])
-        print(f"{cell}: sweep {swept}; final at lr {best}: {final['val_loss']:.4f}", flush=True)
+        print(f"{cell}: sweep {swept}; final at lr {best}: {final['val_loss']:.4f}, "
+              f"{final['step']:,} steps, {final['tokens'] / final['elapsed']:,.0f} tokens/s",
+              flush=True)  # fmt: skip
         rows.append((cell, swept, best, final))
     print(f"\n| cell | sweep ({args.sweep}): val loss at lr {args.lrs} | best lr | val loss "
           f"({args.final}) | bits/char | steps | tokens/s |")  # fmt: skip
