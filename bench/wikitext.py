@@ -59,8 +59,8 @@ def main() -> None:
             best = min(m["val_bpc"] for m in metrics)
         print(
             f"| {kind} | {info['vocab_size']:,} | {info['parameters']:,} | {test['tokens']:,} | "
-            f"{test['perplexity']:.2f} | {test['bpc']:.4f} | {best:.4f} | "
-            f"{test.get('skipped_chars', 0):,} chars skipped, {test['unk']:,} <unk> | "
+            f"{test['token_perplexity']:.2f} | {test['bpc']:.4f} | {best:.4f} | "
+            f"{test.get('skipped_chars', 0):,} chars skipped, {test['unk_tokens']:,} <unk> | "
             f"{wall:.0f}s |",
             flush=True,
         )

@@ -87,9 +87,9 @@ def train_charrnn(kind: str, seconds: float, extra: list[str], words: int, unks:
                                   "--on-unknown", ON_UNKNOWN[kind]))  # fmt: skip
         info = json.loads(charrnn("info", str(run), "--json"))
         last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    words = test.get("words", words)  # until eval counts them itself
+    words = test["words"]  # eval counts them as the reference does (line.split() + 1 per line)
     nats = test["loss"] * test["tokens"]
-    unknown = f"{test['unk']:,} <unk> ({unks:,} in the text)" if kind == "word" else ""
+    unknown = f"{test['unk_tokens']:,} <unk> ({unks:,} in the text)" if kind == "word" else ""
     if test.get("skipped_chars"):
         unknown = f"{test['skipped_chars']:,} chars skipped"
     return {
