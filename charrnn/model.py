@@ -132,7 +132,7 @@ class RNNLanguageModel(nn.Module):
         x = self.embed(ids)  # [B, E]
         new = []
         for i, layer in enumerate(self.layers):
-            if i > 0:
+            if i > 0 and self.training:  # in eval dropout is the identity: skip the call
                 x = self.drop(x)
             layer_state, gates = layer.step(x, tuple(s[i] for s in state), observe is not None)
             if clamp is not None and clamp[i] is not None:
@@ -147,7 +147,7 @@ class RNNLanguageModel(nn.Module):
             new.append(layer_state)
             x = layer_state[0]  # h: the layer's output
         state = out if out is not None else tuple(torch.stack(parts) for parts in zip(*new))
-        return self.decoder(self.drop(x)), state
+        return self.decoder(self.drop(x) if self.training else x), state
 
 
 def clamp_units(model: RNNLanguageModel, clamp: Clamp) -> list[tuple[Tensor, Tensor] | None]:
