@@ -2,6 +2,7 @@
 table, compare.json and compare.png; carrying on after a real SIGINT; refusing another
 command's DIR; and every run on all ranks under torchrun."""
 
+import io
 import json
 import os
 import signal
@@ -12,11 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
 from charrnn import compare as comparing
 from charrnn.cli import app
+from charrnn.cli import compare as compare_cli
 from charrnn.errors import ConfigError
 
 from .conftest import TEXT, assert_picture
@@ -214,6 +217,23 @@ def test_a_diverged_run_is_kept_out_of_its_cell_figures():
     (cell,) = comparing.summarize(plan, runs)
     assert (cell.done, cell.diverged, cell.planned) == (2, 1, 3)
     assert cell.val_loss.mean == 1.5 and cell.val_loss.n == 2
+
+
+def test_the_table_of_seven_cells_fits_80_columns_whole():
+    cells = ("lstm", "gru", "rnn", "peephole", "cifg", "mlstm", "mingru")
+    plan = comparing.Plan(("x",), cells, 2, {}, "cpu", 1)
+    runs = [comparing.RunResult(f"{cell}-seed{k}", cell, k,
+                                "diverged" if cell == "mlstm" else "done", parameters=1_221_826,
+                                steps=1700, tokens_per_sec=28_960.48,
+                                best_val_loss=1.4539 + k / 100, best_val_bpc=2.0976 + k / 100)
+            for k in range(2) for cell in cells]  # fmt: skip
+    comparison = comparing.Comparison(plan, runs, comparing.summarize(plan, runs))
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(compare_cli.table(comparison, "--time-budget 2m0s"))
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    assert "1.4589 ± 0.0071" in text and "2.1026" in text and "28,960" in text
+    assert "diverged (not in the figures): mlstm 2 of 2" in " ".join(text.split())
 
 
 # A real process and a real signal -------------------------------------------------------

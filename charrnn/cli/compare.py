@@ -260,22 +260,26 @@ def finish(plan: comparing.Plan, states: dict, out: Path) -> None:
 
 def table(comparison: comparing.Comparison, duration: str) -> Table:
     plan = comparison.plan
+    diverged = [f"{c.cell} {c.diverged} of {c.planned}" for c in comparison.cells if c.diverged]
     t = Table(
         title=f"{', '.join(plan.cells)}: {seeds_text(plan.seeds)}, {duration} per run",
         title_justify="left",
-        caption="val loss (nats/token) and bits/char: each run's best evaluation, mean ± "
-        "sample standard deviation over seeds; tok/s: of training, evaluations not counted",
+        caption="val loss (nats/token): each run's best evaluation, mean ± sample standard "
+        "deviation over seeds; bits/char: the mean of the same (the same text and tokens, so "
+        "the spread in proportion); tok/s: of training, evaluations not counted"
+        + (f"; diverged (not in the figures): {', '.join(diverged)}" if diverged else ""),
         caption_justify="left",
         box=box.SIMPLE_HEAD,
     )
+    # Seven columns that fit 80 terminal columns whole (a figure is never cut short).
     for col in ("cell", "runs", "val loss", "bits/char", "params", "tok/s", "steps"):
-        t.add_column(col, justify="left" if col == "cell" else "right", no_wrap=True)
+        t.add_column(col, justify="left" if col == "cell" else "right", overflow="fold")
     means = [c.val_loss.mean for c in comparison.cells if c.val_loss]
     for c in comparison.cells:
-        runs = f"{c.done}/{c.planned}" + (f", {c.diverged} diverged" if c.diverged else "")
+        runs = f"{c.done}/{c.planned}"
         best = bool(means) and c.val_loss is not None and c.val_loss.mean == min(means)
         t.add_row(
-            c.cell, runs, _spread(c.val_loss, ".4f"), _spread(c.val_bpc, ".4f"),
+            c.cell, runs, _spread(c.val_loss, ".4f"), f"{c.val_bpc.mean:.4f}" if c.val_bpc else "-",
             f"{c.parameters:,}" if c.parameters else "-",
             f"{c.tokens_per_sec.mean:,.0f}" if c.tokens_per_sec else "-",
             f"{c.steps.mean:,.0f}" if c.steps else "-",
