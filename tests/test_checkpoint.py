@@ -1,6 +1,8 @@
 import json
+import os
 import pickle
 import random
+import stat
 
 import pytest
 import torch
@@ -115,3 +117,17 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     checkpoint.atomic_write(tmp_path / "a.bin", b"two")
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
     assert (tmp_path / "a.bin").read_bytes() == b"two"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_files_get_the_permissions_the_umask_gives(tmp_path, umask, mode):
+    """A run dir shared with a group (or a PNG served from it) is readable as any file the
+    user writes is: not mkstemp's 0600."""
+    old = os.umask(umask)
+    try:
+        checkpoint.atomic_write(tmp_path / "a.bin", b"one")
+        (tmp_path / "plain").write_bytes(b"one")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == mode
