@@ -2,6 +2,7 @@
 cache of the session's own (never the user's ~/.cache)."""
 
 import os
+import subprocess
 from pathlib import Path
 
 # Tiny models gain nothing from a second thread, and on a busy 2-core machine two OpenMP
@@ -126,3 +127,16 @@ def assert_picture(path: Path, colours: list[str]) -> None:
     assert len(distinct) > 50  # antialiased curves, text and grid, not a blank canvas
     for colour in colours:
         assert colour_pixels(path, colour) > 300, colour  # a curve, not a legend swatch
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB tmpfs (a disk that fills), skipped where it cannot be mounted (not root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)

@@ -336,18 +336,6 @@ def test_a_refused_pickle_gives_no_warning(tmp_path):
 # A full disk during a run (class 8), in a real process and in fit() ----------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def fill(disk: Path) -> Path:
     """Fill the disk to its last byte; the file that does it."""
     filler = disk / "filler"

@@ -128,18 +128,6 @@ def tiny_run(run: Path, **train):
     return model, fit(job(model, tok, ids, config, run))
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_a_full_disk_is_reported_and_keeps_the_previous_checkpoint(small_disk):
     run = small_disk / "run"
     model, reports = tiny_run(run, steps=15)
