@@ -7,6 +7,7 @@ from torch import nn
 
 from charrnn.cells import CELLS, make_cell
 from charrnn.cells.matmul import linear, pack
+from charrnn.model import ModelConfig, RNNLanguageModel
 from tests.reference_cells import REFERENCES
 
 NAMES = list(CELLS)
@@ -41,6 +42,32 @@ def test_forward_matches_the_equations(name):
     assert len(final) == len(cell.state_names)
     for got, want in zip(final, want_final):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_model_of_three_layers_matches_the_equations_layer_by_layer(name):
+    """The whole model (embedding, 3 stacked cells, decoder), window and step, against the
+    references fed each layer's output as the next one's input, from a random state."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=11, cell=name, layers=3, hidden=H, embedding=E)
+    model = RNNLanguageModel(config).double().eval()
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 11, (B, T), generator=gen)
+    state = tuple(torch.randn(3, B, H, generator=gen, dtype=torch.float64)
+                  for _ in config.state_names)  # fmt: skip
+    x, finals = model.embed(ids), []
+    for i, layer in enumerate(model.layers):
+        x, final, _ = REFERENCES[name](parameters(layer), x, tuple(s[i] for s in state))
+        finals.append(final)
+    want_logits = model.decoder(x)
+    logits, final = model(ids, state)
+    torch.testing.assert_close(logits, want_logits)
+    for got, want in zip(final, zip(*finals), strict=True):
+        torch.testing.assert_close(got, torch.stack(want))
+    stepped = state
+    for t in range(T):  # the step interface, token by token, gives the same
+        out, stepped = model.step(ids[:, t], stepped)
+        torch.testing.assert_close(out, want_logits[:, t])
 
 
 @pytest.mark.parametrize("name", NAMES)
