@@ -9,7 +9,7 @@ Every model trains on ../shared/corpora/wikitext-2-valtest/valid.txt, its first 
 tokens (the last 10% picks the best model and, for the reference, anneals the learning
 rate), and is scored on test.txt. Per-word perplexity is exp(total nats on test.txt /
 words), with words counted as pytorch/examples counts them: `line.split()` plus one <eos>
-per line (charrnn.tokenizer.text_words), whatever the model's tokens are; so the figures
+per line (charrnn.tokenizers.text_words), whatever the model's tokens are; so the figures
 compare across tokenizers, and with the reference, whose tokens are those words.
 
 The reference is written here as pytorch/examples writes it: a 2x200 LSTM, embedding 200,
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's charrnn, here and in the subprocesses
 
 from charrnn.settings import parse_duration  # noqa: E402
-from charrnn.tokenizer import text_words  # noqa: E402
+from charrnn.tokenizers import text_words  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "corpora" / "wikitext-2-valtest"
 # charrnn's flags per tokenizer; the flags after -- go to the word model, after these.

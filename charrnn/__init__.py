@@ -8,12 +8,11 @@ The public Python API (everything else is the library's own business):
     charrnn.CharrnnError                             # every mistake a user can make
 """
 
-__version__ = "0.1.0"
-
-from charrnn.api import Run, load, train  # noqa: E402
-from charrnn.errors import CharrnnError  # noqa: E402
-from charrnn.metrics import Metrics  # noqa: E402
-from charrnn.neurons import Trace  # noqa: E402
-from charrnn.trainer import Report  # noqa: E402
+from charrnn.api import Run, load, train
+from charrnn.errors import CharrnnError
+from charrnn.metrics import Metrics
+from charrnn.neurons import Trace
+from charrnn.training.reports import Report
+from charrnn.version import __version__ as __version__
 
 __all__ = ["CharrnnError", "Metrics", "Report", "Run", "Trace", "load", "train"]

@@ -11,6 +11,7 @@ Errors a user can cause are CharrnnError, with the one-line messages the command
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +19,15 @@ from pathlib import Path
 import torch
 
 from charrnn import beam as beams
-from charrnn import checkpoint, corpus, devices, memory, neurons, run, tokens
+from charrnn import checkpoint, corpus, memory, neurons, runner, tokenizers, tokens
 from charrnn import sample as sampling
 from charrnn.errors import CharrnnError, ConfigError
 from charrnn.metrics import Metrics, evaluate
 from charrnn.model import Clamp, RNNLanguageModel, clamp_units, count_parameters
 from charrnn.run import RunConfig, read_config
-from charrnn.tokenizer import Tokenizer, UnknownSymbols
-from charrnn.train import fit, set_deterministic
-from charrnn.trainer import Report
+from charrnn.tokenizers import Tokenizer
+from charrnn.tokenizers.base import unknown_symbols
+from charrnn.training.reports import Report
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Run:
         """Loss, bits per character and perplexity of the model on `text`, read as the
         run's training text was (with its --documents). `on_unknown`: error (the default
         for models without <unk>), skip, or unk (word models' default)."""
-        on_unknown = on_unknown or ("error" if self.tokenizer.unk_id is None else "unk")
+        on_unknown = tokenizers.on_unknown_or_default(self.tokenizer, on_unknown)
         ids, _ = tokens.ids_of_text(self.tokenizer, text, self.config.corpus.documents,
                                     on_unknown)  # fmt: skip
         return score_ids(self, ids, seq_len)
@@ -100,20 +101,13 @@ class Run:
     ) -> tuple[Metrics, int, int]:  # fmt: skip
         """(metrics, <unk> tokens, characters skipped) of the model on files or folders,
         read as a corpus is (streamed, cached as token ids)."""
-        on_unknown = on_unknown or ("error" if self.tokenizer.unk_id is None else "unk")
-        if on_unknown == "unk" and self.tokenizer.unk_id is None:
-            raise ConfigError(f"--on-unknown unk: a {self.tokenizer.kind} model has no <unk>; "
-                              "choose error or skip")  # fmt: skip
+        on_unknown = tokenizers.on_unknown_or_default(self.tokenizer, on_unknown)
         text = corpus.read(sources, glob, encoding_errors)
         documents = self.config.corpus.documents
         if on_unknown == "error":
             unknown = sorted({s for chunk in text.chunks() for s in self.tokenizer.unknown(chunk)})
             if unknown:
-                shown = " ".join(repr(c) for c in unknown[:20])
-                raise UnknownSymbols(
-                    f"the text has {len(unknown)} symbols the model has never seen: {shown} "
-                    "(--on-unknown skip leaves them out of the score)"
-                )
+                unknown_symbols(self.tokenizer, unknown)
         encoded = tokens.token_ids(text, self.tokenizer, documents, on_unknown)
         metrics = score_ids(self, encoded.ids, seq_len)
         skipped = text.chars - metrics.chars if on_unknown == "skip" and documents == "none" else 0
@@ -183,23 +177,31 @@ def train(
     run_dir: str | Path | None = None,
     *,
     device: str = "auto",
+    resume: str | Path | None = None,
     on_report: Callable[[Report], None] | None = None,
     **settings,
 ) -> Run:
     """Train a new model on `corpus` (files, folders, or a built-in name; None: python),
-    as `charrnn train` does, and return the trained run. `settings` are train's flags by
-    their names (hidden=256, steps=500, tokenizer="word", ...); those left out take the
-    defaults of the device. `on_report(report)` is called after every step and every
-    evaluation (report.kind "step", "eval", ..., "done"; report.val after an evaluation).
-    CharrnnError for a bad setting or corpus, or if training diverged."""
-    dev = devices.resolve(device)
+    as `charrnn train` does, and return the trained run; or, with `resume`, carry that run
+    on. `settings` are train's flags by their names (hidden=256, steps=500,
+    tokenizer="word", ...); those left out take the defaults of the device. `on_report
+    (report)` is called after every step and every evaluation (report.kind "step", "eval",
+    ..., "done"; report.val after an evaluation). CharrnnError for a bad setting or corpus,
+    or if training diverged or was stopped."""
     sources = [corpus] if isinstance(corpus, (str, Path)) else list(corpus or [])
-    job = run.create([str(s) for s in sources], settings, dev, Path(run_dir) if run_dir else None)
-    if job.config.deterministic:
-        set_deterministic()
-    for report in fit(job):
-        if on_report is not None:
-            on_report(report)
-        if report.kind == "diverged":
-            raise CharrnnError(report.message)
-    return load(job.run_dir, dev)
+    request = runner.Request(
+        [str(s) for s in sources], settings, Path(run_dir) if run_dir else None,
+        Path(resume) if resume else None, device,
+    )  # fmt: skip
+    with runner.Session(request) as session:
+        for report in session.reports():
+            if on_report is not None:
+                on_report(report)
+        last, out = session.last, session.run_dir
+    if last.kind == "stopped":  # last/ is saved: a Python caller gets the signal's exception
+        if last.signal == signal.SIGINT:
+            raise KeyboardInterrupt(f"training stopped; last/ saved; resume={str(out)!r}")
+        raise SystemExit(128 + last.signal)
+    if last.kind != "done":
+        raise CharrnnError(last.message or f"training {last.kind}")
+    return load(out, session.device)

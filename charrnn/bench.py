@@ -40,9 +40,9 @@ from charrnn.timing import (
     time_steps,
     versions,
 )
-from charrnn.tokenizer import TokenizerConfig
-from charrnn.train import TrainConfig
-from charrnn.trainer import PRECISIONS, Job, Trainer
+from charrnn.tokenizers import TokenizerConfig
+from charrnn.training.config import PRECISIONS, TrainConfig
+from charrnn.training.trainer import Job, Trainer
 
 REFERENCE = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # the plain loop's; others nn.LSTM
 TRAIN_FLOPS_FACTOR = 3  # forward + backward (about twice the forward's matmuls)

@@ -32,8 +32,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from charrnn import paths
-from charrnn import tokenizer as tokenizers
+from charrnn import paths, tokenizers
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.paths import fsync_dir

@@ -17,7 +17,7 @@ Carrying a comparison on: a run compare.json records as finished (done or diverg
 skipped; one with a last/ is resumed from it (run.resume); one with a directory but no
 last/ (stopped before its first evaluation) is started again; the others are new. A DIR
 made by another plan is refused. This module reads and writes files; it never prints and
-never trains (fit() is the caller's).
+never trains (the caller runs each Request with runner.Session).
 """
 
 from __future__ import annotations
@@ -32,16 +32,13 @@ from typing import Any
 
 import torch
 
-from charrnn import checkpoint, plots, run, settings
+from charrnn import checkpoint, plots, run, runner, settings
 from charrnn.cells import CELLS
 from charrnn.corpus import CorpusConfig
 from charrnn.distributed import SINGLE, World
 from charrnn.errors import ConfigError
-from charrnn.model import ModelConfig, RNNLanguageModel, count_parameters
+from charrnn.model import RNNLanguageModel, count_parameters
 from charrnn.settings import at_least, option
-from charrnn.tokenizer import TokenizerConfig
-from charrnn.train import TrainConfig, resolve_precision
-from charrnn.trainer import Job
 
 FILE = "compare.json"
 PICTURE = "compare.png"
@@ -128,21 +125,9 @@ def plan(
         raise ConfigError(f"--cells {e}") from None
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, not {seeds}")
-    check_settings(given, chosen, torch.device(device))
+    for cell in chosen:  # what run.create checks before it reads the corpus
+        run.resolve_settings({**given, "cell": cell}, torch.device(device))
     return Plan(tuple(sources), chosen, seeds, given, torch.device(device).type, world.size)
-
-
-def check_settings(given: Mapping[str, Any], cells: Sequence[str], device: torch.device) -> None:
-    """ConfigError naming the flag of the first bad setting (what run.create checks before
-    it reads the corpus)."""
-    model_given, train_given, tok_given, corpus_given = run.split(given)
-    ctx = run.context(device, tok_given.get("tokenizer"))
-    train_given["precision"] = resolve_precision(train_given.get("precision", "auto"), device)
-    settings.resolve(CorpusConfig, corpus_given)
-    settings.resolve(TokenizerConfig, tok_given, ctx)
-    for cell in cells:
-        settings.resolve(ModelConfig, {**model_given, "cell": cell}, ctx, vocab_size=1)
-    settings.resolve(TrainConfig, train_given, ctx)
 
 
 # The comparison's directory -----------------------------------------------------------
@@ -223,17 +208,17 @@ def action(out: Path, item: Planned, status: str | None) -> str:
     return "restart"
 
 
-def job(plan: Plan, item: Planned, what: str, out: Path, device: torch.device,
-        world: World = SINGLE) -> Job:  # fmt: skip
+def request(plan: Plan, item: Planned, what: str, out: Path,
+            world: World = SINGLE) -> runner.Request:  # fmt: skip
     """The training job of one run: resumed from its last/, or made anew (a run started
     again loses its directory first; it had no checkpoint)."""
     path = Path(out) / item.name
     if what == "resume":
-        return run.resume(path, list(plan.sources), plan.given(item), device, world)
+        return runner.Request(plan.sources, plan.given(item), resume=path)
     if what == "restart" and world.is_main:
         shutil.rmtree(path)
     world.barrier()  # no rank sets up before the old directory is gone
-    return run.create(list(plan.sources), plan.given(item), device, path, world)
+    return runner.Request(plan.sources, plan.given(item), run_dir=path)
 
 
 # Results ------------------------------------------------------------------------------

@@ -24,6 +24,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from charrnn.errors import ConfigError
+from charrnn.settings import format_duration, option, parse_duration
+
+COLLECTIVE_TIMEOUT = option(
+    "collective_timeout", float, 600.0,
+    "Under torchrun: how long a rank waits for the others, then fails.",
+    parse=parse_duration, show=format_duration, metavar="DURATION",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

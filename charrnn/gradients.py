@@ -36,7 +36,7 @@ from charrnn import settings
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.sample import SampleConfig, generate_ids
-from charrnn.tokenizer import CharTokenizer, unknown_note
+from charrnn.tokenizers import CharTokenizer, unknown_note
 from charrnn.tokens import ids_of_text
 
 WARMUP = 100  # tokens read without gradients before each window, where the text has them

@@ -27,16 +27,17 @@ from typing import Any
 
 import torch
 
-from charrnn import __version__, checkpoint, corpus, data, memory, settings, tokens
+from charrnn import checkpoint, corpus, data, memory, settings, tokens
 from charrnn import sample as sampling
 from charrnn.checkpoint import CheckpointError
 from charrnn.corpus import CorpusConfig
 from charrnn.distributed import SINGLE, World
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.tokenizer import Tokenizer, TokenizerConfig
-from charrnn.train import TrainConfig, resolve_precision
-from charrnn.trainer import Job
+from charrnn.tokenizers import Tokenizer, TokenizerConfig
+from charrnn.training.config import TrainConfig, resolve_precision
+from charrnn.training.trainer import Job
+from charrnn.version import __version__
 
 SECTIONS = {"model": ModelConfig, "train": TrainConfig, "tokenizer": TokenizerConfig}
 READ_RECORD = ("sources", "files", "chars", "sha256")  # corpus: what reading it gave
@@ -144,6 +145,34 @@ def context(device: torch.device, tokenizer: str | None) -> tuple[str, str]:
     return torch.device(device).type, tokenizer or "char"
 
 
+@dataclass(frozen=True)
+class Asked:
+    """The settings of a new run, checked before its corpus is read: the model's given ones
+    (its vocabulary comes from the tokenizer), the others resolved, and the model's
+    smallest shape (vocabulary 1), for the first memory check."""
+
+    context: tuple[str, str]  # what the defaults depend on: the device type, the tokenizer
+    model_given: dict[str, Any]
+    smallest: ModelConfig
+    train: TrainConfig
+    tokenizer: TokenizerConfig
+    corpus: CorpusConfig
+
+
+def resolve_settings(given: Mapping[str, Any], device: torch.device) -> Asked:
+    """Every setting `given` (None: the default for this device and tokenizer) checked;
+    ConfigError naming the flag of the first bad one."""
+    model_given, train_given, tok_given, corpus_given = split(given)
+    ctx = context(device, tok_given.get("tokenizer"))
+    train_given["precision"] = resolve_precision(train_given.get("precision", "auto"), device)
+    corpus_cfg = settings.resolve(CorpusConfig, corpus_given)
+    tok_cfg = settings.resolve(TokenizerConfig, tok_given, ctx)
+    model_given = tie_if_they_fit(model_given, ctx)
+    smallest = settings.resolve(ModelConfig, model_given, ctx, vocab_size=1)
+    train_cfg = settings.resolve(TrainConfig, train_given, ctx)
+    return Asked(ctx, model_given, smallest, train_cfg, tok_cfg, corpus_cfg)
+
+
 def create(
     sources: list[str], given: Mapping[str, Any], device: torch.device,
     run_dir: Path | None = None, world: World = SINGLE,
@@ -151,19 +180,14 @@ def create(
     """A new run: every setting `given` (None: the default for this device and tokenizer)
     checked, the corpus read and encoded (rank 0 first; the others read its cache), the
     model built and the run directory started (by rank 0)."""
-    model_given, train_given, tok_given, corpus_given = split(given)
-    ctx = context(device, tok_given.get("tokenizer"))
-    train_given["precision"] = resolve_precision(train_given.get("precision", "auto"), device)
-    corpus_cfg = settings.resolve(CorpusConfig, corpus_given)
-    tok_cfg = settings.resolve(TokenizerConfig, tok_given, ctx)
-    model_given = tie_if_they_fit(model_given, ctx)
-    smallest = settings.resolve(ModelConfig, model_given, ctx, vocab_size=1)  # before reading
-    train_cfg = settings.resolve(TrainConfig, train_given, ctx)
-    out = target_dir(run_dir, sources, model_given.get("cell", "lstm"), world)
-    memory.check_training(smallest, train_cfg.batch_size, train_cfg.seq_len, device)
+    asked = resolve_settings(given, device)
+    corpus_cfg, tok_cfg, train_cfg = asked.corpus, asked.tokenizer, asked.train
+    out = target_dir(run_dir, sources, asked.smallest.cell, world)
+    memory.check_training(asked.smallest, train_cfg.batch_size, train_cfg.seq_len, device)
     text = corpus.read(sources, corpus_cfg.glob, corpus_cfg.encoding_errors)
     tok, ids, how = encode_on_ranks(text, tok_cfg, corpus_cfg.documents, world)
-    model_cfg = settings.resolve(ModelConfig, model_given, ctx, vocab_size=tok.vocab_size)
+    model_cfg = settings.resolve(ModelConfig, asked.model_given, asked.context,
+                                 vocab_size=tok.vocab_size)  # fmt: skip
     train_ids, val_ids = data.split(ids, train_cfg.val_frac)
     train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids), world.size)
     memory.check_training(model_cfg, train_cfg.batch_size, train_cfg.seq_len, device)
@@ -366,7 +390,7 @@ def corpus_line(config: RunConfig, tok: Tokenizer, n_train: int, n_val: int) -> 
     sources = ", ".join(config.sources) or "python (the standard library)"
     return (
         f"corpus: {sources}: {config.files} files, {config.chars:,} chars, "
-        f"{tok.vocab_size:,} {tok.kind} tokens in the vocabulary; {n_train:,} train / "
+        f"{tok.vocab_size:,} {tok.tokenizer} tokens in the vocabulary; {n_train:,} train / "
         f"{n_val:,} val tokens"
     )
 

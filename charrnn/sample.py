@@ -21,7 +21,7 @@ from charrnn import settings
 from charrnn.errors import ConfigError
 from charrnn.model import Clamp, RNNLanguageModel, State, clamp_units
 from charrnn.settings import at_least, not_negative, option, setting, within
-from charrnn.tokenizer import unknown_note
+from charrnn.tokenizers import unknown_note
 
 
 @dataclass(frozen=True)

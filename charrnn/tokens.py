@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn import tokenizer as tokenizers
+from charrnn import tokenizers
 from charrnn.corpus import Corpus
 from charrnn.corpus import split_documents as corpus_documents
-from charrnn.tokenizer import Tokenizer, TokenizerConfig
+from charrnn.tokenizers import Tokenizer, TokenizerConfig
 
 FLUSH_TOKENS = 1 << 20  # write the ids in pieces of about a million tokens
 

@@ -53,10 +53,10 @@ def start_run(run_dir: Path, model, tok) -> None:
     from charrnn import checkpoint
     from charrnn.corpus import CorpusConfig
     from charrnn.run import RunConfig
-    from charrnn.tokenizer import TokenizerConfig
-    from charrnn.train import TrainConfig
+    from charrnn.tokenizers import TokenizerConfig
+    from charrnn.training.config import TrainConfig
 
-    config = RunConfig(model.config, TrainConfig(steps=1), TokenizerConfig(tok.kind),
+    config = RunConfig(model.config, TrainConfig(steps=1), TokenizerConfig(tok.tokenizer),
                        CorpusConfig(), (), 0, 0, "")  # fmt: skip
     checkpoint.create_run(run_dir, config.to_json(), tok)
 
@@ -64,7 +64,7 @@ def start_run(run_dir: Path, model, tok) -> None:
 def job(model, tok, ids, config, run_dir, device="cpu", resume=None, world=None, val=300):
     """What fit() and Trainer take: the last `val` ids validate, the rest train."""
     from charrnn.distributed import SINGLE
-    from charrnn.trainer import Job
+    from charrnn.training.trainer import Job
 
     return Job(model, tok, ids[:-val], ids[-val:], config, torch.device(device), Path(run_dir),
                world or SINGLE, resume)  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 import charrnn
 from charrnn import checkpoint
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.tokenizer import CharTokenizer
+from charrnn.tokenizers import CharTokenizer
 
 from .conftest import load_last, start_run
 

@@ -11,7 +11,7 @@ import pytest
 
 from charrnn import corpus, tokens
 from charrnn.corpus import SHAKESPEARE, CorpusError
-from charrnn.tokenizer import TokenizerConfig
+from charrnn.tokenizers import TokenizerConfig
 
 from .conftest import SHARED
 

@@ -24,9 +24,9 @@ from charrnn.data import Streams, shard_rows
 from charrnn.distributed import World
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.tokenizer import CharTokenizer
-from charrnn.train import TrainConfig
-from charrnn.trainer import Trainer
+from charrnn.tokenizers import CharTokenizer
+from charrnn.training.config import TrainConfig
+from charrnn.training.trainer import Trainer
 
 from .conftest import TEXT, job, load_last
 

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from charrnn.cells import CELLS
 from charrnn.cli import app
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.tokenizer import CharTokenizer
-from charrnn.train import TrainConfig, fit
+from charrnn.tokenizers import CharTokenizer
+from charrnn.training.config import TrainConfig
+from charrnn.training.loop import fit
 
 from .conftest import TEXT, cli_train, job, load_last, start_run
 

@@ -10,11 +10,12 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.errors import ConfigError
-from charrnn.meters import MAX_BAD_STEPS, Guard
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.tokenizer import CharTokenizer
-from charrnn.train import TrainConfig, fit, resolve_precision
-from charrnn.trainer import Trainer
+from charrnn.tokenizers import CharTokenizer
+from charrnn.training.config import TrainConfig, resolve_precision
+from charrnn.training.loop import fit
+from charrnn.training.meters import MAX_BAD_STEPS, Guard
+from charrnn.training.trainer import Trainer
 
 from .conftest import TEXT, job, load_last, start_run
 from .test_resilience import poison

@@ -387,13 +387,12 @@ def test_fit_on_a_full_disk_keeps_the_saved_best_and_reports_what_is_on_disk(sma
     run = small_disk / "run"
     model, reports = tiny_run(run, steps=30)
     first = next(r for r in reports if r.kind == "eval")
-    assert first.saved.best_step == first.saved.last_step == 5 and first.saved.failed is None
+    assert first.progress.best_step == first.saved.last_step == 5 and first.saved.failed is None
     fill(small_disk)
     rest = list(reports)
     done = rest[-1]
     assert done.kind == "done" and "No space left on device" in done.saved.failed
-    assert (done.saved.best_step, done.saved.last_step) == (5, 5)
-    assert done.progress.best_step == 5  # the best moves only once it is saved
+    assert (done.progress.best_step, done.saved.last_step) == (5, 5)  # the best moves once saved
     assert not any(r.improved for r in rest if r.kind == "eval")
     assert checkpoint.read_config(run)["best_step"] == 5
     assert torch.load(run / "last" / "trainer_state.pt", weights_only=True)["progress"]["step"] == 5

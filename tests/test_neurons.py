@@ -19,7 +19,7 @@ from charrnn.cli import app
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel, clamp_units
 from charrnn.sample import SampleConfig, generate
-from charrnn.tokenizer import CharTokenizer
+from charrnn.tokenizers import CharTokenizer
 
 from .conftest import TEXT, cli_train
 
@@ -465,7 +465,8 @@ def test_unknown_characters_are_refused_naming_on_unknown_skip(run_dir):
     )
     assert result.exit_code == 2
     assert (
-        result.stderr == "charrnn: error: --on-unknown unk: a char model has no <unk>; use skip\n"
+        result.stderr
+        == "charrnn: error: --on-unknown unk: a char model has no <unk>; use skip or error\n"
     )
 
 

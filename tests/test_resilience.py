@@ -17,10 +17,11 @@ import torch
 
 import charrnn as charrnn_api
 from charrnn import checkpoint
-from charrnn.meters import MAX_BAD_STEPS
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.tokenizer import CharTokenizer
-from charrnn.train import TrainConfig, fit
+from charrnn.tokenizers import CharTokenizer
+from charrnn.training.config import TrainConfig
+from charrnn.training.loop import fit
+from charrnn.training.meters import MAX_BAD_STEPS
 
 from .conftest import TEXT, job, load_last, start_run
 

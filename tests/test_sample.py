@@ -131,7 +131,7 @@ def test_model_step_equals_forward_for_one_token():
 
 
 def test_sample_text_drops_eos_and_keeps_the_reference_text():
-    from charrnn.tokenizer import CharTokenizer
+    from charrnn.tokenizers import CharTokenizer
 
     tok = CharTokenizer.fit("abcdefghijkl")  # 13 ids, <eos> is 0
     m = model()

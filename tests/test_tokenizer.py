@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import charrnn
-from charrnn import subwords
-from charrnn import tokenizer as tokenizers
-from charrnn.tokenizer import CharTokenizer
+from charrnn import tokenizers
+from charrnn.tokenizers import CharTokenizer, subwords
 
 UNICODE = "héllo wörld — ünïcödé ∑ 𝄞 emoji 🦜 e\u0301 Ω\tend\r\n\x00\ud800"
 
@@ -59,8 +58,8 @@ def test_load_names_a_bad_file(tmp_path):
 
 # word and subword tokenizers -------------------------------------------------------------
 
-from charrnn.tokenizer import TokenizerConfig  # noqa: E402
-from charrnn.words import LegacyWordTokenizer, WordTokenizer  # noqa: E402
+from charrnn.tokenizers import TokenizerConfig  # noqa: E402
+from charrnn.tokenizers.words import LegacyWordTokenizer, WordTokenizer  # noqa: E402
 
 from .conftest import SHARED, TEXT  # noqa: E402
 
@@ -102,7 +101,7 @@ HAND = [
 
 @pytest.mark.parametrize("text", HAND)
 def test_word_round_trip_on_hand_cases_fitted_on_the_same_text(text):
-    for tok in (WordTokenizer.fit([text]), WordTokenizer.fit([TEXT, CODE, text])):
+    for tok in (WordTokenizer.fit([text], 10_000), WordTokenizer.fit([TEXT, CODE, text], 10_000)):
         ids = tok.encode(text)
         assert tok.decode(ids) == text and tok.unknown(text) == []
         assert tok.count_chars(ids) == len(text)
@@ -146,7 +145,7 @@ def test_word_unknowns_error_skip_or_unk():
 
 
 def test_glue_is_picked_to_save_gap_tokens():
-    from charrnn.words import _solve_glue
+    from charrnn.tokenizers.words import _solve_glue
 
     counts = {  # (before, after, parted by a space) -> n; None is a word
         (None, ",", False): 90, (None, ",", True): 10, (",", None, True): 80,
@@ -174,7 +173,7 @@ def test_word_files_round_trip_and_say_their_version(tmp_path):
 
 def test_a_legacy_word_run_loads_as_the_legacy_tokenizer_and_encodes_as_before():
     tok = tokenizers.load(FIXTURE)
-    assert isinstance(tok, LegacyWordTokenizer) and tok.kind == "word"
+    assert isinstance(tok, LegacyWordTokenizer) and tok.tokenizer == "word"
     assert tok.files()["tokenizer.json"] == (FIXTURE / "tokenizer.json").read_bytes()
     ids = tok.encode(TEXT)
     assert len(ids) == 732  # what charrnn 0.1.0 scored this text with (word-gru.eval.json)
@@ -187,7 +186,7 @@ def test_a_legacy_word_run_loads_as_the_legacy_tokenizer_and_encodes_as_before()
 
 
 def test_legacy_word_tokens_keep_newlines_and_indentation():
-    tok = LegacyWordTokenizer.fit([CODE])
+    tok = LegacyWordTokenizer.fit([CODE], 10_000)
     ids = tok.encode(CODE)
     assert tok.decode(ids) == CODE
     pieces = [tok.decode([i]) for i in ids.tolist()]
@@ -199,7 +198,7 @@ def test_legacy_word_tokens_keep_newlines_and_indentation():
 @pytest.mark.skipif(not (SHARED / "wikitext-2-valtest").exists(), reason="no WikiText here")
 def test_wikitext_has_about_as_many_tokens_as_words_and_lines():
     text = (SHARED / "wikitext-2-valtest" / "test.txt").read_text(encoding="utf-8")
-    ids = WordTokenizer.fit([text]).encode(text, "unk")  # 10,000 words kept
+    ids = WordTokenizer.fit([text], 10_000).encode(text, "unk")  # 10,000 words kept
     words = sum(len(line.split()) + 1 for line in text.splitlines())
     assert words <= len(ids) <= 1.05 * words
 
@@ -222,7 +221,7 @@ def test_sentencepiece_round_trips_any_text_exactly(kind, tmp_path):
         assert sp.encode(text) == tok.encode(text).tolist()
     assert sp.decode(sp.encode(TEXT)) == TEXT
     again = tokenizers.load(tmp_path)
-    assert again.kind == kind and again.encode(TEXT).tolist() == tok.encode(TEXT).tolist()
+    assert again.tokenizer == kind and again.encode(TEXT).tolist() == tok.encode(TEXT).tolist()
 
 
 @pytest.mark.parametrize("kind", ["char", "word", "bpe"])
@@ -247,9 +246,9 @@ def test_sentencepiece_fits_the_same_model_in_every_process_on_a_sample_of_the_l
     # every process (sentencepiece's own sampling was not), so the same text gives the
     # same tokenizer
     script = (
-        "import hashlib; from charrnn import subwords as t; t.SP_SENTENCES = 200\n"
+        "import hashlib; from charrnn.tokenizers import subwords as t; t.SP_SENTENCES = 200\n"
         "lines = [f'{i} {w} and {w * 2}\\n' for i in range(3000) for w in ['ab', 'cd'][i % 2:]]\n"
-        "tok = t.SentencePieceTokenizer.fit(lines, t.TokenizerConfig('bpe', vocab_size=400))\n"
+        "tok = t.SentencePieceTokenizer.fit(lines, 'bpe', 400)\n"
         "print(hashlib.sha256(tok.model).hexdigest())"
     )
     run = [sys.executable, "-c", script]
@@ -276,16 +275,16 @@ def five_tokenizers():
     text = TEXT + CODE + LINES + " All\u3000All\u2028All"
     yield CharTokenizer.fit(text)
     yield tokenizers.fit(TokenizerConfig("word"), [text])
-    yield LegacyWordTokenizer.fit([text])
+    yield LegacyWordTokenizer.fit([text], 10_000)
     for kind in ("bpe", "unigram"):
         yield tokenizers.fit(TokenizerConfig(kind, vocab_size=400), [text])
 
 
 @pytest.mark.parametrize("step", [1 << 20, 3, 1])
 def test_count_words_is_words_plus_lines_of_the_text_with_eos_as_newline(step, monkeypatch):
-    monkeypatch.setattr(tokenizers, "SLICE", step)  # a word or a character cut between slices
+    monkeypatch.setattr(tokenizers.base, "SLICE", step)  # a word or a character cut between slices
     for tok in five_tokenizers():
-        what = type(tok).__name__ + " " + tok.kind
+        what = type(tok).__name__ + " " + tok.tokenizer
         assert tok.count_words(tok.encode(LINES)) == 9, what  # a last line without "\n" counts
         assert tok.count_words(tok.encode(LINES + "\n")) == 9, what
         assert tok.count_words(tok.encode("")) == 0, what
@@ -300,7 +299,7 @@ def test_count_words_is_words_plus_lines_of_the_text_with_eos_as_newline(step, m
 
 
 def test_count_words_reads_a_memory_mapped_corpus_in_slices(tmp_path, monkeypatch):
-    monkeypatch.setattr(tokenizers, "SLICE", 1000)
+    monkeypatch.setattr(tokenizers.base, "SLICE", 1000)
     tok = tokenizers.fit(TokenizerConfig("word"), [TEXT])
     path = tmp_path / "ids.bin"
     np.tile(tok.encode(TEXT).astype("<u2"), 20).tofile(path)

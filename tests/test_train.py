@@ -9,9 +9,10 @@ from charrnn import checkpoint
 from charrnn.errors import ConfigError
 from charrnn.metrics import evaluate
 from charrnn.model import ModelConfig, RNNLanguageModel
-from charrnn.tokenizer import CharTokenizer
-from charrnn.train import TrainConfig, fit
-from charrnn.trainer import lr_at
+from charrnn.tokenizers import CharTokenizer
+from charrnn.training.config import TrainConfig
+from charrnn.training.loop import fit
+from charrnn.training.schedule import lr_at
 
 from .conftest import TEXT, job, load_last, start_run
 
@@ -101,7 +102,7 @@ def test_stop_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
 
 def test_gradient_norms_are_summed_on_the_device_and_skipped_steps_left_out():
-    from charrnn.meters import GradNorms
+    from charrnn.training.meters import GradNorms
 
     grads = GradNorms(torch.device("cpu"))
     for norm in (1.0, float("nan"), 3.0, 0.5):

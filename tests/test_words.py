@@ -159,9 +159,9 @@ def test_eval_on_text_with_unknown_symbols(tmp_path):
 
 
 def test_a_continuation_keeps_the_space_after_the_prime():
-    from charrnn import tokenizer as tokenizers
+    from charrnn import tokenizers
     from charrnn.sample import continuation
-    from charrnn.tokenizer import TokenizerConfig
+    from charrnn.tokenizers import TokenizerConfig
 
     tok = tokenizers.fit(TokenizerConfig("word"), [TEXT])
     prime = [tok.eos_id, *tok.encode("Speak,").tolist()]

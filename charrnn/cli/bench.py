@@ -19,7 +19,7 @@ from charrnn.cli.options import with_settings
 from charrnn.model import ModelConfig
 from charrnn.sample import SampleConfig
 from charrnn.settings import option
-from charrnn.train import TrainConfig, resolve_precision
+from charrnn.training.config import TrainConfig, resolve_precision
 
 bench_app = typer.Typer(
     help="Measure training and sampling speed against the hardware and a plain reference.",

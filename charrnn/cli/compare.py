@@ -5,8 +5,6 @@ DIR/compare.png. The plan, carrying on and the results are charrnn/compare.py's.
 
 from __future__ import annotations
 
-import gc
-import signal
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -16,28 +14,21 @@ import torch
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from charrnn import compare as comparing
-from charrnn import devices, distributed, plots
+from charrnn import devices, plots, runner
 from charrnn.cli.app import command, err
 from charrnn.cli.options import with_settings
-from charrnn.cli.train import (
-    COLLECTIVE_TIMEOUT,
-    NOTE_STYLES,
-    Corpus,
-    StopFlag,
-    collectives_failing,
-    last_of,
-)
+from charrnn.cli.progress import RunBar, bars
+from charrnn.cli.train import EXIT_FAILED, NOTE_STYLES, Corpus, last_of
 from charrnn.corpus import CorpusConfig
-from charrnn.distributed import World
+from charrnn.distributed import COLLECTIVE_TIMEOUT, World
 from charrnn.model import ModelConfig
 from charrnn.settings import default_of, format_duration
-from charrnn.tokenizer import TokenizerConfig
-from charrnn.train import TrainConfig, fit, set_deterministic
-from charrnn.trainer import Report
+from charrnn.tokenizers import TokenizerConfig
+from charrnn.training.config import TrainConfig
+from charrnn.training.reports import Report
 
 HOW = {"new": "new run", "restart": "started again (it stopped before its first checkpoint)"}
 
@@ -66,28 +57,31 @@ def compare(
     and budget, into DIR/CELL-seedK/; then show a table of val loss and bits/char per cell
     (mean and spread over seeds) and write DIR/compare.json and DIR/compare.png. Any
     train flag but --cell and --seed applies to every run."""
-    world = distributed.from_env()
-    dev = distributed.rank_device(world, devices.resolve(device), device)
-    if not world.is_main:
-        err.quiet = True  # only rank 0 renders; every rank still prints its errors
-    plan = comparing.plan(sources or [], cells, seeds, settings, dev, world)
-    states = comparing.statuses(plan, out)  # every rank reads DIR before rank 0 writes
-    todo = [(item, comparing.action(out, item, states.get(item.name))) for item in plan.runs()]
-    announce(plan, todo, out)
-    stop = StopFlag()
-    with distributed.group(world, dev, collective_timeout) as world:
+    with runner.ranks(device, collective_timeout) as (world, dev):
+        err.quiet = not world.is_main  # only rank 0 renders; every rank still prints its errors
+        plan = comparing.plan(sources or [], cells, seeds, settings, dev, world)
+        states = comparing.statuses(plan, out)  # every rank reads DIR before rank 0 writes
+        todo = [(item, comparing.action(out, item, states.get(item.name)))
+                for item in plan.runs()]  # fmt: skip
+        announce(plan, todo, out)
         world.barrier()
-        with stop.installed():
-            stopped = train_all(plan, todo, states, out, dev, world, stop)
-    if stopped is not None:
-        err.print(
-            f"stopped by signal; last/ saved in {stopped}; run the same charrnn compare "
-            "command again to carry on",
-            markup=False,
-        )
-        raise typer.Exit(128 + (stop.signum or signal.SIGTERM))
+        last = train_all(plan, todo, states, out, dev, world)
+    if last is not None:  # it ended the comparison early
+        finish_run(last, out)
     if world.is_main:
         finish(plan, states, out)
+
+
+def finish_run(last, out: Path) -> None:
+    """A run that stopped the comparison: by a signal, or a rank that failed."""
+    if last.kind == "failed":
+        typer.echo(f"charrnn: error: {last.message}", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    err.print(
+        "stopped by signal; last/ saved; run the same charrnn compare command again to carry on",
+        markup=False,
+    )
+    raise typer.Exit(128 + last.signal)
 
 
 def announce(plan: comparing.Plan, todo: list, out: Path) -> None:
@@ -123,39 +117,30 @@ def budget(plan: comparing.Plan) -> str:
 
 def train_all(
     plan: comparing.Plan, todo: list[tuple[comparing.Planned, str]], states: dict[str, str],
-    out: Path, device: torch.device, world: World, stop: StopFlag,
-) -> Path | None:  # fmt: skip
-    """Train what is missing, in order; the run directory where a signal stopped, or None.
+    out: Path, device: torch.device, world: World,
+) -> Report | None:  # fmt: skip
+    """Train what is missing, in order, each run a runner.Session in this one group; the
+    last report of a run that ends the comparison early (stopped, failed), else None.
     `states` is updated as runs finish, and compare.json with it (rank 0)."""
     bars = Bars(len(todo), sum(what == "skip" for _, what in todo))
-    first = True
     with bars.progress if world.is_main else nullcontext():
-        for item, what in todo:
+        for i, (item, what) in enumerate(todo):
             if what == "skip":
                 bars.print(f"{item.name}: {states[item.name]} before; skipped", style="dim")
                 continue
-            job = comparing.job(plan, item, what, out, device, world)
-            step = (job.resume or {}).get("progress", {}).get("step")
-            how = HOW.get(what, f"resumed at step {step}")
-            bars.print(f"[bold]{item.name}[/]: {how}", markup=True)
-            for level, note in job.notes:
-                if first or level == "warning":
-                    bars.print(note, style=NOTE_STYLES[level])
-            first = False
-            if world.is_main:
-                comparing.record(plan, out, states)  # the plan is in DIR before any training
-            if job.config.deterministic:
-                set_deterministic()
-            with collectives_failing(world, job.run_dir):
-                reports = fit(job, stop)
-                last = bars.follow(reports, item, job.config) if world.is_main else last_of(reports)
-            # This run's DDP sits in reference cycles: free it here, on every rank at once.
-            # Left to a later collection (mid-run, or after the group is gone) it aborted a
-            # rank now and then ("terminate called without an active exception").
-            del reports
-            gc.collect()
-            if last.kind == "stopped":
-                return job.run_dir
+            request = comparing.request(plan, item, what, out, world)
+            with runner.Session(request, world, device) as session:
+                step = (session.job.resume or {}).get("progress", {}).get("step")
+                bars.print(f"[bold]{item.name}[/]: {HOW.get(what, f'resumed at step {step}')}",
+                           markup=True)  # fmt: skip
+                show(session.notes, bars, first=i == 0)
+                if world.is_main:
+                    comparing.record(plan, out, states)  # the plan is in DIR before training
+                reports = session.reports()
+                last = bars.follow(reports, item, session.job.config) if world.is_main else (
+                    last_of(reports))  # fmt: skip
+            if last.kind in ("stopped", "failed"):
+                return last
             states[item.name] = "diverged" if last.kind == "diverged" else "done"
             if world.is_main:
                 result = next(r for r in comparing.record(plan, out, states).runs
@@ -164,26 +149,27 @@ def train_all(
     return None
 
 
+def show(notes: list[tuple[str, str]], bars: Bars, first: bool) -> None:
+    """A run's set-up notes: all of them for the first run, its warnings for the others."""
+    for level, note in notes:
+        if first or level == "warning":
+            bars.print(note, style=NOTE_STYLES[level])
+
+
 class Bars:
     """One overall bar (runs done, and the time left for all of them) over the bar of the
     run in training. The overall bar counts work in runs: a run resumed halfway counts
     the half it has left."""
 
     def __init__(self, runs: int, skipped: int):
-        self.progress = Progress(
-            TextColumn("{task.description:<16}"),
-            BarColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-            speed_estimate_period=300,  # the overall rate, evaluations and set-up included
-        )
+        # the overall rate, evaluations and set-up included
+        self.progress = bars(16, speed_estimate_period=300)
         self.runs, self.done, self.work_done = runs, skipped, 0.0
         self.overall = self.progress.add_task(
             self._runs(), total=max(runs - skipped, 1), info="", completed=0
         )
-        self.current = self.progress.add_task("", total=None, info="", visible=False)
+        self.current = RunBar(self.progress)
+        self.progress.update(self.current.task, visible=False)
 
     def _runs(self) -> str:
         return f"runs {self.done}/{self.runs}"
@@ -196,37 +182,21 @@ class Bars:
         self, reports: Iterator[Report], item: comparing.Planned, train_cfg: TrainConfig
     ) -> Report | None:
         """Show one run's reports; its last one."""
-        by_time, start, last = train_cfg.time_budget is not None, None, None
-        self.progress.reset(self.current, description=f"{item.cell} seed {item.seed}",
-                            total=None, info="", visible=True)  # fmt: skip
-        loss = val = tps = "-"
+        start, last = None, None
+        self.current.restart(f"{item.cell} seed {item.seed}")
         for last in reports:
-            p = last.progress
-            total = train_cfg.time_budget if by_time else last.total_steps
-            frac = min(1.0, (p.elapsed if by_time else p.step) / total) if total else 0.0
+            frac = self.current.update(last, train_cfg)
             if start is None:  # a resumed run has less left: the overall total shrinks
                 start = frac
                 overall = self.progress.tasks[self.overall]
                 self.progress.update(self.overall, total=overall.total - start)
-            if last.loss is not None:
-                loss, tps = f"{last.loss:.3f}", f"{last.tokens_per_sec:,.0f}"
-            if last.val is not None:
-                val = f"{last.val.loss:.3f}"
-            if last.message:
-                self.print(f"{last.kind}: {last.message}",
-                           style="bold red" if last.kind == "diverged" else "yellow")  # fmt: skip
-            steps = f"{p.step}" + (f"/{last.total_steps}" if last.total_steps else "")
-            self.progress.update(
-                self.current, total=total, completed=p.elapsed if by_time else p.step,
-                info=f"step {steps}  loss {loss}  val {val}  {tps} tok/s",
-            )  # fmt: skip
             self.progress.update(self.overall, completed=self.work_done + frac - (start or 0))
-        if last is not None and last.kind != "stopped":
+        if last is not None and last.kind not in ("stopped", "failed"):
             self.done += 1
             self.work_done += 1 - (start or 0)
             self.progress.update(self.overall, completed=self.work_done,
                                  description=self._runs())  # fmt: skip
-        self.progress.update(self.current, visible=False)
+        self.progress.update(self.current.task, visible=False)
         return last
 
 

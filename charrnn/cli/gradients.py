@@ -24,7 +24,7 @@ from charrnn.cli.options import with_settings
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig
 from charrnn.settings import at_least, option
-from charrnn.tokenizer import ON_UNKNOWN
+from charrnn.tokenizers import ON_UNKNOWN
 
 MAX_LAG = option("max_lag", int, 200, "The largest lag k measured.", check=at_least(1))
 WINDOWS = option(

@@ -11,14 +11,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from charrnn import api, checkpoint, corpus, devices, neurons
+from charrnn import api, checkpoint, corpus, devices, neurons, tokenizers
 from charrnn import sample as sampling
-from charrnn import tokenizer as tokenizers
 from charrnn.cli.app import RunDir, command, err
 from charrnn.cli.options import with_settings
 from charrnn.errors import ConfigError
 from charrnn.settings import at_least, not_negative, option
-from charrnn.tokenizer import ON_UNKNOWN
+from charrnn.tokenizers import ON_UNKNOWN
 
 FIND_HELP = (
     "Rank neurons by |Pearson r| with a feature: 'inside quotes', 'bracket depth', "
@@ -232,7 +231,7 @@ def view_lines(row: range, tr, tok, values, plain: bool) -> list[Text]:
 def render_view(out: Console, tr, tok, acts, name, shown, target, ranking, plain) -> None:
     layer, neuron = shown
     values = neurons.unit_scale(acts[layer, :, neuron], name, tr.cell)  # [T] in [-1, 1]
-    unit = "characters" if tok.kind == "char" else "tokens"
+    unit = "characters" if tok.tokenizer == "char" else "tokens"
     head = f"layer {layer}, neuron {neuron}: {neurons.label(name)} over {len(values):,} {unit}"
     if target is not None:
         r = neurons.pearson(acts[layer, :, neuron][None].astype("float64"), target)[0]

@@ -63,7 +63,7 @@ def info(run_dir: RunDir, as_json: AsJson = False):
 def vocabulary(run) -> str:
     tok = run.tokenizer
     first = [tok.decode([i]) or "<eos>" for i in range(0, min(tok.vocab_size, 80))]
-    if tok.kind == "char":
+    if tok.tokenizer == "char":
         return f"{tok.vocab_size:,} tokens: {''.join(first)!r}"
     more = " ..." if tok.vocab_size > 24 else ""
     return f"{tok.vocab_size:,} tokens: " + " ".join(map(repr, first[:24])) + more

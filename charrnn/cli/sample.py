@@ -17,7 +17,7 @@ from charrnn.cli.app import RunDir, command, err
 from charrnn.cli.options import with_settings
 from charrnn.errors import ConfigError
 from charrnn.sample import SampleConfig
-from charrnn.tokenizer import ON_UNKNOWN
+from charrnn.tokenizers import ON_UNKNOWN
 
 
 @command(summary="Generate text from a trained run; the text alone goes to stdout.")

@@ -5,7 +5,7 @@ newlines as a piece of their own and falls back to bytes, so every text round-tr
 model is saved as tokenizer.model and works with sentencepiece's own tools. Past
 SP_SENTENCES lines, it is trained on a sample of the text drawn with a fixed seed
 (sample_lines): the same text always gives the same tokenizer. The conventions shared by
-every tokenizer (<eos> is id 0, counting characters and words) are in charrnn.tokenizer.
+every tokenizer (<eos> is id 0, counting characters and words) are in tokenizers/base.py.
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ from collections.abc import Iterable
 import numpy as np
 
 from charrnn.errors import ConfigError
-from charrnn.tokenizer import (
+from charrnn.tokenizers.base import (
     EOS,
     SENTENCEPIECE_FILE,
     TOKENIZER_FILE,
-    TokenizerConfig,
-    UnknownSymbols,
-    _refuse_unknown,
-    _sum_lengths,
-    default_vocab,
+    no_unk,
     slices,
+    sum_lengths,
     text_words,
+    unknown_symbols,
 )
 
 SP_SENTENCES = 2_000_000  # sentencepiece trains on at most this many lines of the text
@@ -45,10 +43,10 @@ class SentencePieceTokenizer:
 
     eos_id, unk_id = 0, None  # byte fallback: nothing is unknown but lone surrogates
 
-    def __init__(self, kind: str, model: bytes):
+    def __init__(self, tokenizer: str, model: bytes):
         import sentencepiece
 
-        self.kind, self.model = kind, model
+        self.tokenizer, self.model = tokenizer, model
         self.sp = sentencepiece.SentencePieceProcessor(model_proto=model)
         self.vocab_size = self.sp.get_piece_size()
         if self.sp.eos_id() != 0 or self.sp.piece_to_id("<0x00>") == self.sp.unk_id():
@@ -73,7 +71,7 @@ class SentencePieceTokenizer:
         return len(self.sp.id_to_piece(i))
 
     @classmethod
-    def fit(cls, chunks: Iterable[str], config: TokenizerConfig) -> SentencePieceTokenizer:
+    def fit(cls, chunks: Iterable[str], tokenizer: str, vocab_size: int) -> SentencePieceTokenizer:
         import sentencepiece
 
         lines = (line for chunk in chunks for line in chunk.splitlines(keepends=True))
@@ -81,8 +79,7 @@ class SentencePieceTokenizer:
         try:
             sentencepiece.SentencePieceTrainer.train(
                 sentence_iterator=iter(sample_lines(lines, SP_SENTENCES)), model_writer=out,
-                model_type=config.tokenizer,
-                vocab_size=default_vocab(config),
+                model_type=tokenizer, vocab_size=vocab_size,
                 hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary
                 normalization_rule_name="identity", remove_extra_whitespaces=False,
                 add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=False,
@@ -96,18 +93,18 @@ class SentencePieceTokenizer:
             if not need:
                 raise
             raise ConfigError(
-                f"--vocab-size {need[1]} is too small for a {config.tokenizer} tokenizer of this "
+                f"--vocab-size {need[1]} is too small for a {tokenizer} tokenizer of this "
                 f"text: give at least {need[2]} (256 byte pieces, the specials and each "
                 "distinct character of the text)"
             ) from None
-        return cls(config.tokenizer, out.getvalue())
+        return cls(tokenizer, out.getvalue())
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         if SURROGATE.search(text):  # the one thing UTF-8, and so sentencepiece, cannot hold
             if unknown == "error":
-                _refuse_unknown(self.unknown(text))
+                unknown_symbols(self, self.unknown(text))
             if unknown == "unk":
-                raise UnknownSymbols(f"a {self.kind} model has no <unk>; use --on-unknown skip")
+                raise no_unk(self.tokenizer)
             text = SURROGATE.sub("", text)
         # Cut at every newline and literal SPACE, encode the pieces as one batch (on
         # sentencepiece's threads), and put the cuts back: the same ids as one call on
@@ -122,11 +119,16 @@ class SentencePieceTokenizer:
         ids = [i for i in np.asarray(ids).tolist() if i != self.eos_id]
         return self.sp.decode(ids)
 
+    def token_text(self, i: int) -> str:
+        if i == self.eos_id or self.sp.is_byte(i):
+            return self.sp.id_to_piece(i)  # <eos>, <0xE2>
+        return self.sp.decode([i])  # the piece's text, its spaces spelled as spaces
+
     def unknown(self, text: str) -> list[str]:
         return sorted(set(SURROGATE.findall(text)))
 
     def count_chars(self, ids) -> int:
-        return _sum_lengths(self._lengths, ids)
+        return sum_lengths(self._lengths, ids)
 
     def count_words(self, ids) -> int:
         return text_words(self._lines(part) for part, _ in slices(ids, self._continues))
@@ -137,7 +139,7 @@ class SentencePieceTokenizer:
         return "\n".join(self.sp.decode([d[d != self.eos_id].tolist() for d in documents]))
 
     def files(self) -> dict[str, bytes]:
-        data = {"type": self.kind, "specials": [EOS], "model": SENTENCEPIECE_FILE}
+        data = {"type": self.tokenizer, "specials": [EOS], "model": SENTENCEPIECE_FILE}
         return {
             TOKENIZER_FILE: json.dumps(data).encode("ascii"),
             SENTENCEPIECE_FILE: self.model,

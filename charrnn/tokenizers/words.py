@@ -24,7 +24,7 @@ read in chunks that end at newlines, so encode(a) + encode(b) decodes to a + b t
 (Only a line too long for one chunk, 64 MB, is cut elsewhere; its cut may gain or lose a
 space.)
 
-Not here: the <eos>/<unk> conventions, slicing and word counting (charrnn.tokenizer).
+Not here: the <eos>/<unk> conventions, slicing and word counting (tokenizers/base.py).
 """
 
 from __future__ import annotations
@@ -37,18 +37,17 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from charrnn.tokenizer import (
+from charrnn.tokenizers.base import (
     EOS,
     TOKENIZER_FILE,
     UNK,
-    WORD_VERSION,
-    TokenizerConfig,
-    _refuse_unknown,
-    _sum_lengths,
-    default_vocab,
     slices,
+    sum_lengths,
     text_words,
+    unknown_symbols,
 )
+
+VERSION = 2  # the format of WordTokenizer's tokenizer.json (1: LegacyWordTokenizer, no key)
 
 JOIN = "<join>"  # id 2: the two tokens around it touch; decodes to nothing
 SPACE, NEWLINE = " ", "\n"
@@ -84,7 +83,7 @@ class WordTokenizer:
     commonest first.
     """
 
-    kind = "word"
+    tokenizer = "word"
     eos_id, unk_id = EOS_ID, UNK_ID
 
     def __init__(self, tokens: list[str], glue_left: Iterable[str], glue_right: Iterable[str]):
@@ -110,15 +109,13 @@ class WordTokenizer:
         self._lengths = np.array([1, *map(len, texts[1:])], dtype=np.int64)  # <eos>: 1 char
 
     @classmethod
-    def fit(
-        cls, chunks: Iterable[str], vocab_size: int | None = None, min_count: int = 1
-    ) -> WordTokenizer:
+    def fit(cls, chunks: Iterable[str], vocab_size: int, min_count: int = 1) -> WordTokenizer:
         gaps = _Gaps()
         for chunk in [chunks] if isinstance(chunks, str) else chunks:
             gaps.add(ATOMS.findall(chunk))
         counts = gaps.counts()
         counts.pop(UNK, None)
-        limit = (vocab_size or default_vocab(TokenizerConfig("word"))) - 3
+        limit = vocab_size - 3
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         tokens = [t for t, n in ranked[:limit] if n >= min_count]
         left, right = _solve_glue(gaps.pairs())
@@ -143,7 +140,7 @@ class WordTokenizer:
         missing = ids < 0
         if missing.any():
             if unknown == "error":
-                _refuse_unknown(self.unknown(text))
+                unknown_symbols(self, self.unknown(text))
             ids = ids[~missing] if unknown == "skip" else np.where(missing, UNK_ID, ids)
         return self._glue(ids)
 
@@ -174,6 +171,9 @@ class WordTokenizer:
     def decode(self, ids) -> str:
         return self._text(np.asarray(ids, dtype=np.int64).ravel(), EOS_ID, self._texts)
 
+    def token_text(self, i: int) -> str:
+        return self.tokens[i]  # the specials by their names, blanks as themselves
+
     def unknown(self, text: str) -> list[str]:
         atoms, ids = self._atoms(text)
         return sorted({a for a, i in zip(atoms, ids.tolist()) if i < 0})
@@ -190,7 +190,7 @@ class WordTokenizer:
 
     def files(self) -> dict[str, bytes]:
         data = {
-            "type": self.kind, "version": WORD_VERSION, "specials": [EOS, UNK, JOIN],
+            "type": self.tokenizer, "version": VERSION, "specials": [EOS, UNK, JOIN],
             "tokens": self.tokens[3:], "glue_left": self.glue_left,
             "glue_right": self.glue_right,
         }  # fmt: skip
@@ -285,7 +285,7 @@ class LegacyWordTokenizer:
     whose tokens are all in the vocabulary: newlines and indentation survive.
     """
 
-    kind = "word"
+    tokenizer = "word"
     eos_id, unk_id = EOS_ID, UNK_ID
     PATTERN = re.compile(r"<unk>|\w+|[^\w\s]|\n|[^\S\n]+")
 
@@ -300,14 +300,12 @@ class LegacyWordTokenizer:
         self._lines = ["\n", *self.tokens[1:]]  # <eos> read as "\n"
 
     @classmethod
-    def fit(
-        cls, chunks: Iterable[str], vocab_size: int | None = None, min_count: int = 1
-    ) -> LegacyWordTokenizer:
+    def fit(cls, chunks: Iterable[str], vocab_size: int, min_count: int = 1) -> LegacyWordTokenizer:
         counts: Counter[str] = Counter()
         for chunk in [chunks] if isinstance(chunks, str) else chunks:
             counts.update(cls.PATTERN.findall(chunk))
         counts.pop(UNK, None)
-        limit = (vocab_size or default_vocab(TokenizerConfig("word"))) - 2
+        limit = vocab_size - 2
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return cls([t for t, n in ranked[:limit] if n >= min_count])
 
@@ -317,32 +315,35 @@ class LegacyWordTokenizer:
         missing = ids < 0
         if missing.any():
             if unknown == "error":
-                _refuse_unknown(self.unknown(text))
+                unknown_symbols(self, self.unknown(text))
             ids = ids[~missing] if unknown == "skip" else np.where(missing, self.unk_id, ids)
         return ids.astype(np.int32, copy=False)
 
     def decode(self, ids) -> str:
         return "".join(self.tokens[i] for i in np.asarray(ids).tolist() if i != self.eos_id)
 
+    def token_text(self, i: int) -> str:
+        return self.tokens[i]
+
     def unknown(self, text: str) -> list[str]:
         return sorted({t for t in self.PATTERN.findall(text) if t not in self.index})
 
     def count_chars(self, ids) -> int:
-        return _sum_lengths(self._lengths, ids)
+        return sum_lengths(self._lengths, ids)
 
     def count_words(self, ids) -> int:
         lines = self._lines.__getitem__
         return text_words("".join(map(lines, part.tolist())) for part, _ in slices(ids))
 
     def files(self) -> dict[str, bytes]:
-        data = {"type": self.kind, "specials": [EOS, UNK], "tokens": self.tokens[2:]}
+        data = {"type": self.tokenizer, "specials": [EOS, UNK], "tokens": self.tokens[2:]}
         return {TOKENIZER_FILE: json.dumps(data, ensure_ascii=True).encode("ascii")}
 
 
 def from_data(data: dict) -> WordTokenizer | LegacyWordTokenizer:
     """The word tokenizer a tokenizer.json holds, in either format."""
     version = data.get("version", 1)
-    if version == WORD_VERSION and data["specials"] == [EOS, UNK, JOIN]:
+    if version == VERSION and data["specials"] == [EOS, UNK, JOIN]:
         return WordTokenizer(data["tokens"], data["glue_left"], data["glue_right"])
     if version == 1 and data["specials"] == [EOS, UNK]:
         return LegacyWordTokenizer(data["tokens"])

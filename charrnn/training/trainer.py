@@ -1,5 +1,6 @@
-"""The moving parts of one training run: the schedule, the step, the divergence guard, and
-what an exact resume needs. train.fit() drives a Trainer; nothing here prints.
+"""The moving parts of one training run: the step, the divergence guard's rollback, and what
+an exact resume needs (trainer_state, restore, save_last). loop.fit() drives a Trainer;
+nothing here prints.
 
 Stateful TBPTT: the training text is cut into B contiguous streams (data.Streams) read
 in windows of T tokens. The hidden state at the end of one window is the start of the
@@ -26,22 +27,18 @@ from charrnn import checkpoint
 from charrnn.checkpoint import CheckpointError
 from charrnn.data import Streams, shard_rows
 from charrnn.distributed import SINGLE, World
-from charrnn.meters import GradNorms, GradStats, Guard, Meter, keep_state
 from charrnn.metrics import Metrics, text_counts
 from charrnn.model import RNNLanguageModel, State, detach
 from charrnn.sample import SampleConfig
+from charrnn.training.config import PRECISIONS, TrainConfig
+from charrnn.training.meters import GradNorms, Guard, Meter, keep_state
+from charrnn.training.reports import Progress, Report, Saved
+from charrnn.training.schedule import lr_at, total_steps
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from charrnn.tokenizer import Tokenizer
-    from charrnn.train import TrainConfig
-
-# Mixed precision is autocast: matmuls in fp16 or bf16, weights and optimizer state in
-# fp32. Under autocast PyTorch runs cuDNN's RNNs in fp16 even when bf16 is asked for
-# (aten/src/ATen/cudnn/AutocastRNN.cpp), so bf16 reaches only the decoder and both
-# need a GradScaler against fp16 gradients underflowing.
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+    from charrnn.tokenizers import Tokenizer
 
 
 @dataclass
@@ -59,63 +56,6 @@ class Job:
     resume: dict | None = None  # last/'s trainer state, to carry on from exactly there
     preview: SampleConfig = field(default_factory=lambda: SampleConfig(200, temperature=0.8))
     notes: list[str] = field(default_factory=list)  # what set-up has to say, for the caller
-
-
-def lr_at(config: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over warmup_steps, then cosine decay to lr * min_lr_frac.
-
-    `progress` in [0, 1] is the fraction of the run done: of the steps, or of the time
-    budget, so a run with a time budget ends its schedule as the time runs out.
-    """
-    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-    return config.lr * warm * (config.min_lr_frac + (1.0 - config.min_lr_frac) * cosine)
-
-
-@dataclass
-class Progress:
-    """Where a run is: saved in last/ so that --resume carries on from exactly here."""
-
-    step: int = 0  # optimizer steps taken (skipped ones included)
-    epoch: int = 0  # completed passes over the training streams
-    window: int = 0  # next window of the current pass
-    tokens: int = 0  # training tokens read
-    elapsed: float = 0.0  # seconds spent training, evaluations and saves not counted
-    best_val_loss: float = math.inf
-    best_step: int = 0
-    skipped: int = 0  # steps skipped because the loss or gradient was not finite
-    rollbacks: int = 0  # times the run went back to last/ after diverging
-    lr_scale: float = 1.0  # halved at each rollback
-
-
-@dataclass
-class Saved:
-    """What the run directory holds, as this run knows it: the step and validation loss of
-    model.safetensors, the step of last/, and why the latest save failed, if it did."""
-
-    best_step: int | None = None
-    best_val_loss: float | None = None
-    last_step: int | None = None
-    failed: str | None = None
-
-
-@dataclass
-class Report:
-    """What fit() tells its caller: after a step, after an evaluation, and at the end."""
-
-    kind: str  # "step" | "eval" | "rollback" | "diverged" | "stopped" | "done"
-    progress: Progress  # a snapshot, not the live record
-    total_steps: int | None  # None with a time budget
-    lr: float
-    loss: float | None = None  # mean training loss (nats/token) of recent steps, when read
-    tokens_per_sec: float = 0.0
-    train: Metrics | None = None  # training loss since the previous evaluation
-    val: Metrics | None = None
-    grads: GradStats | None = None  # the gradient norm since the previous evaluation
-    improved: bool = False  # this evaluation is the best so far and was saved
-    sample: str | None = None  # a short sample from the model at this evaluation
-    message: str | None = None  # what went wrong: a failed save, a divergence
-    saved: Saved | None = None  # what the run directory holds (rank 0's view)
 
 
 STREAMS_ON_DEVICE = 1 << 30  # bytes of training streams that may be kept on a GPU
@@ -260,8 +200,6 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.progress = p = Progress(**saved["progress"])
         self.saved.last_step = p.step  # what it was restored from is on disk
-        if self.saved.best_step is None and math.isfinite(p.best_val_loss):
-            self.saved.best_step, self.saved.best_val_loss = p.best_step, p.best_val_loss
         streams = self.config.batch_size * self.world.size
         if saved["state"] and saved["state"][0].shape[1] != streams:
             raise CheckpointError(
@@ -285,6 +223,35 @@ class Trainer:
             self.scaler.load_state_dict(saved["scaler"])
         self.guard.reset()
         self.grads.sums.copy_(torch.tensor(saved.get("grad_norms", [0.0] * 4)))  # old: none
+
+    def save_evaluation(self, val: Metrics, record: dict) -> bool:
+        """After an evaluation: model.safetensors if `val` is the best so far, the progress
+        in config.json and a line of metrics.jsonl (rank 0 writes), then last/ (every rank
+        takes part). True if the best model moved to this step. The best moves only once its
+        weights are on disk: after a failed save (a full disk) the run's best is still the
+        one saved, and a later, lesser one may replace it. What failed is in saved.failed."""
+        p = self.progress
+        improved = val.loss < p.best_val_loss  # False for NaN: NaN weights never replace good
+        failed = None
+        if self.world.is_main:  # rank 0 alone writes
+            try:
+                if improved:
+                    checkpoint.save_weights(self.run_dir, self.module)
+                    p.best_val_loss, p.best_step = val.loss, p.step
+                progress = {"step": p.step, "best_val_loss": p.best_val_loss,
+                            "best_step": p.best_step}  # fmt: skip
+                checkpoint.update_config(self.run_dir, progress)
+                checkpoint.append_metrics(self.run_dir, record)
+            except OSError as e:
+                improved = improved and p.best_step == p.step
+                failed = f"could not save in {self.run_dir} ({e}); the previous files are kept"
+        elif improved:
+            p.best_val_loss, p.best_step = val.loss, p.step
+        messages = [failed]
+        if math.isfinite(val.loss):  # the same on every rank, so all of them gather for last/
+            messages.append(self.save_last())
+        self.saved.failed = "; ".join(m for m in messages if m) or None
+        return improved
 
     def save_last(self) -> str | None:
         """Save last/; a failed save (a full disk) keeps the previous one and says why.
@@ -331,14 +298,6 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
     """The seed of rank r > 0's random stream (dropout) from `step` on: distinct per rank
     and per resume point, since only rank 0's random state is saved."""
     return ((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63
-
-
-def total_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
-    if config.steps is not None:
-        return config.steps
-    if config.epochs is not None:
-        return max(1, math.ceil(config.epochs * windows_per_epoch))
-    return None
 
 
 def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:

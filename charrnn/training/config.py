@@ -1,0 +1,92 @@
+"""TrainConfig: every training setting, declared once (see settings.py), and the precision
+a device trains in. Nothing here trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from charrnn import settings
+from charrnn.errors import ConfigError
+from charrnn.settings import (
+    at_least,
+    format_duration,
+    not_negative,
+    parse_duration,
+    positive,
+    setting,
+    within,
+)
+
+DURATION = "duration"  # the group of --steps, --epochs, --time-budget: one of them
+# Mixed precision is autocast: matmuls in fp16 or bf16, weights and optimizer state in
+# fp32. Under autocast PyTorch runs cuDNN's RNNs in fp16 even when bf16 is asked for
+# (aten/src/ATen/cudnn/AutocastRNN.cpp), so bf16 reaches only the decoder and both
+# need a GradScaler against fp16 gradients underflowing.
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' -> the device's choice; fp16 and bf16 need CUDA (a CPU trains in fp32)."""
+    device = torch.device(device)
+    if name == "auto":
+        return settings.default_of(TrainConfig, "precision", [device.type])
+    if name != "fp32" and device.type != "cuda":
+        raise ConfigError(f"--precision {name} needs a CUDA device; on {device} training is fp32")
+    return name
+
+
+# The defaults are what bench/quality.py measures: on 2 CPU cores, the most a 3-minute run
+# learns of tiny-shakespeare; on one GPU, of 2 minutes.
+@dataclass(frozen=True)
+class TrainConfig:
+    seq_len: int = setting(
+        128, "Tokens per BPTT window: gradients flow back at most this far.",
+        by={"word": 35}, check=at_least(1), announce=True,
+    )  # fmt: skip
+    batch_size: int = setting(
+        16, "Parallel streams of text (per rank under torchrun).", by={"cuda": 128},
+        check=at_least(1),
+    )  # fmt: skip
+    lr: float = setting(8e-3, "Peak learning rate of AdamW.", by={"cuda": 2e-3}, check=positive)
+    min_lr_frac: float = setting(
+        0.02, "The cosine schedule ends at lr times this.", by={"cuda": 0.1}, check=within(0, 1)
+    )
+    warmup_steps: int = setting(50, "Steps of linear warmup from 0.", check=not_negative)
+    weight_decay: float = setting(0.01, "AdamW weight decay (matrices only).", check=not_negative)
+    grad_clip: float = setting(1.0, "Clip the gradient norm to this (0: off).", check=not_negative)
+    steps: int | None = setting(
+        None, "Train for this many steps.", check=at_least(1), group=DURATION, on_resume="change"
+    )
+    epochs: float | None = setting(
+        None, "Train for this many passes over the text.", check=positive, group=DURATION,
+        on_resume="change",
+    )  # fmt: skip
+    time_budget: float | None = setting(
+        None, "Train for this long (evaluations not counted).", by={"cpu": 180.0, "cuda": 120.0},
+        check=positive, group=DURATION, on_resume="change", parse=parse_duration,
+        show=format_duration, metavar="DURATION",
+    )  # fmt: skip
+    eval_every: int = setting(500, "Evaluate and save every N steps.", check=at_least(1))
+    val_frac: float = setting(
+        0.1, "The last part of the text, held out.", check=within(0, 1, True, True)
+    )
+    seed: int = setting(1337, "Seed for everything random.", check=within(0, 2**63 - 1))
+    deterministic: bool = setting(False, "PyTorch's deterministic algorithms (slower on CUDA).")
+    # What --precision auto picks: fp32 everywhere until `charrnn bench train --precision
+    # fp16` on a GPU measures mixed precision faster with the same loss curve (not yet done).
+    precision: str = setting(
+        "fp32", "Mixed precision (autocast, CUDA only); auto: the device's default.",
+        by={"cpu": "fp32", "cuda": "fp32"}, choices=("auto", *PRECISIONS), on_resume="change",
+    )  # fmt: skip
+
+    def __post_init__(self):
+        settings.validate(self)
+        if sum(v is not None for v in (self.steps, self.epochs, self.time_budget)) != 1:
+            raise ConfigError("give one of --steps, --epochs, --time-budget")
+        if self.precision == "auto":
+            raise ConfigError("--precision auto is resolved for a device first")
+
+    def to_dict(self) -> dict:
+        return settings.to_json(self)
