@@ -32,12 +32,11 @@ from typing import Any
 
 import torch
 
-from charrnn import checkpoint, plots, run, runner, settings
+from charrnn import checkpoint, memory, plots, run, runner, settings
 from charrnn.cells import CELLS
 from charrnn.corpus import CorpusConfig
 from charrnn.distributed import SINGLE, World
 from charrnn.errors import ConfigError
-from charrnn.model import RNNLanguageModel, count_parameters
 from charrnn.settings import at_least, option
 
 FILE = "compare.json"
@@ -249,8 +248,7 @@ def run_result(out: Path, item: Planned, status: str) -> RunResult:
     if not metrics:
         return RunResult(item.name, item.cell, item.seed, status)
     config = run.read_config(path)
-    with torch.device("meta"):  # the shapes alone: no memory, no time
-        parameters = count_parameters(RNNLanguageModel(config.model))
+    parameters = memory.parameters(config.model)
     best = min(metrics, key=lambda m: m.get("val_loss", float("inf")))
     best = next((m for m in metrics if m["step"] == config.best_step), best)
     last = metrics[-1]

@@ -3,18 +3,20 @@ one line before anything is allocated, instead of a 100-line allocator traceback
 process that grows until the kernel kills it.
 
 The needs are estimates from the shapes, at float32 (4 bytes a number), of what is
-certain to be allocated (the parameters counted as cells.py lays them out); they leave out
+certain to be allocated (the parameters counted exactly, from the model each cell lays
+out, built on the meta device); they leave out
 PyTorch's own workspace and copies, so what is refused could not have fit, and what is let
 through may still be tight:
 
     training   16 bytes a parameter (the weights, their gradient, AdamW's two moments),
                and the activations one window keeps for the backward pass
-               B * T * (L * H * (G + 3) + E + 3 * V) numbers
+               B * T * (L * H * (G + 3) + E + 3 * V) numbers, G the gate blocks of the
+               cell's weights (its own `gate_weights`)
     sampling   per sample: the prime's logits and layer outputs P * (V + 2 * L * H), the
                state and its next value 2 * S * L * H, six [V] rows of logits, and 16 bytes
                a token for the text made
-    scoring    the logits and layer outputs of one batch of windows, up to 16 x T tokens
-               (all of a shorter text): (V + 2 * L * H) numbers a token
+    scoring    the logits and layer outputs of one batch of windows, up to EVAL_STREAMS
+               x T tokens (all of a shorter text): (V + 2 * L * H) numbers a token
 
 What there is: on CUDA torch.cuda.mem_get_info; on a CPU MemAvailable of /proc/meminfo,
 or less when the process's cgroup (a container) is limited to less. Nothing here allocates.
@@ -27,27 +29,27 @@ from pathlib import Path
 
 import torch
 
+from charrnn.cells import CELLS
 from charrnn.errors import ConfigError
-from charrnn.model import ModelConfig
+from charrnn.metrics import EVAL_STREAMS
+from charrnn.model import ModelConfig, RNNLanguageModel, count_parameters
 
 FLOAT = 4  # bytes of a float32
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # G: gate blocks of one layer's weights
 BYTES_PER_TOKEN_MADE = 16  # a token id in a Python list, and its share of the decoded text
 
 
 def parameters(config: ModelConfig) -> int:
-    """The model's parameter count, from its shape: the embedding [V, E], per layer G
-    blocks of [H, I + H] weights and two [H] biases (I = E in the first layer, H above),
-    and the decoder [V, H] (shared with the embedding when tied) and its bias [V]."""
-    V, E, H, G = config.vocab_size, config.embedding, config.hidden, GATES.get(config.cell, 4)
-    layers = sum(G * H * ((E if i == 0 else H) + H + 2) for i in range(config.layers))
-    return V * E + layers + (0 if config.tie_weights else V * H) + V
+    """The model's parameter count, exact for every cell: the model built on the meta
+    device, where a tensor has a shape and no memory (the tied matrix counted once)."""
+    with torch.device("meta"):
+        return count_parameters(RNNLanguageModel(config))
 
 
 def training_bytes(config: ModelConfig, batch_size: int, seq_len: int) -> int:
     """Bytes on the device to train `config` on windows of batch_size x seq_len."""
     B, T, L, H = batch_size, seq_len, config.layers, config.hidden
-    per_token = L * H * (GATES.get(config.cell, 4) + 3) + config.embedding + 3 * config.vocab_size
+    G = CELLS[config.cell].gate_weights
+    per_token = L * H * (G + 3) + config.embedding + 3 * config.vocab_size
     return FLOAT * (4 * parameters(config) + B * T * per_token)
 
 
@@ -160,8 +162,8 @@ def check_sampling(config: ModelConfig, samples: int, prime: int, length: int, d
 
 def check_scoring(config: ModelConfig, tokens: int, seq_len: int, device) -> None:
     """ConfigError unless scoring `tokens` tokens in windows of `seq_len` fits on `device`
-    (metrics.evaluate reads up to 16 streams of them at once)."""
-    rows = min(tokens, 16 * seq_len)
+    (metrics.evaluate reads up to EVAL_STREAMS streams of them at once)."""
+    rows = min(tokens, EVAL_STREAMS * seq_len)
     needed = FLOAT * rows * (config.vocab_size + 2 * config.layers * config.hidden)
     check(f"scoring in windows of --seq-len {seq_len:,}", device, needed,
           fix="give a smaller --seq-len")  # fmt: skip

@@ -23,6 +23,7 @@ import torch
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
+from charrnn.cells import CELLS
 from charrnn.cli import app
 
 from .test_cli import TINY
@@ -412,7 +413,7 @@ def test_a_metrics_line_that_does_not_fit_is_cut_back_off(small_disk):
 # Sizes (class 2) --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("tie", [False, True])
 def test_the_estimated_parameter_count_is_the_models(cell, tie):
     from charrnn import memory
@@ -421,6 +422,8 @@ def test_the_estimated_parameter_count_is_the_models(cell, tie):
     config = ModelConfig(70, cell=cell, layers=2, hidden=24, embedding=24 if tie else 8,
                          tie_weights=tie)  # fmt: skip
     assert memory.parameters(config) == count_parameters(RNNLanguageModel(config))
+    bigger = ModelConfig(70, cell=cell, layers=3, hidden=40, embedding=8)
+    assert memory.training_bytes(bigger, 2, 3) > memory.training_bytes(config, 2, 3)
 
 
 def test_the_default_models_fit_with_room_to_spare():
