@@ -45,19 +45,17 @@ class Run:
         return self.model.decoder.weight.device
 
     def stream(
-        self, prime: str = "", *, length: int | None = None, temperature: float | None = None,
-        top_k: int | None = None, top_p: float | None = None, num_samples: int | None = None,
-        beam: int | None = None, seed: int | None = None, on_unknown: str = "error",
-        allow_unk: bool = False, clamp: Clamp | None = None,
+        self, prime: str = "", *, seed: int | None = None, on_unknown: str | None = None,
+        allow_unk: bool = False, clamp: Clamp | None = None, **options,
     ) -> Iterator[str]:  # fmt: skip
         """Text as it is made (the prime not included): one sample piece by piece, or
-        several (num_samples) each whole, in order. Options not given take SampleConfig's
-        defaults; `seed` None draws a new one; `clamp` {(layer, neuron): value} holds
-        units of h; `on_unknown` (error, skip, unk) is for prime symbols the model never
-        saw; a word model makes `<unk>` only with `allow_unk`. With `beam`, the
-        num_samples likeliest texts by beam search, best first (no seed: deterministic)."""
-        options = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                       num_samples=num_samples, beam=beam)  # fmt: skip
+        several (num_samples) each whole, in order. `options` are SampleConfig's settings
+        by name (length, temperature, top_k, top_p, num_samples, beam); those not given
+        take its defaults. `seed` None draws a new one; `clamp` {(layer, neuron): value}
+        holds units of h; `on_unknown` (error, skip, unk; default: unk for a word model,
+        else error) is for prime symbols the model never saw; a word model makes `<unk>`
+        only with `allow_unk`. With `beam`, the num_samples likeliest texts by beam
+        search, best first (no seed: deterministic)."""
         documents = self.config.corpus.documents
         config = sampling.sample_config(self.tokenizer, documents, allow_unk, **options)
         prime_ids = sampling.prime_ids(self.tokenizer, prime, on_unknown)

@@ -61,9 +61,9 @@ class BenchConfig:
 
 
 STEPS = option("steps", int, 20, "Timed steps: optimizer steps, or tokens per sample.",
-               check=at_least(1))  # fmt: skip
+               by={"bench-sample": 500}, check=at_least(1))  # fmt: skip
 UNTIMED_STEPS = option("untimed_steps", int, 3, "Steps run first, not timed.",
-                       check=not_negative)  # fmt: skip
+                       by={"bench-sample": 20}, check=not_negative)  # fmt: skip
 VOCAB_SIZE = option("vocab_size", int, 96, "Vocabulary of the random token ids.",
                     check=at_least(1))  # fmt: skip
 

@@ -221,12 +221,6 @@ def save_weights(run_dir: Path, model: RNNLanguageModel) -> None:
     atomic_write(Path(run_dir) / WEIGHTS, weights_bytes(model))
 
 
-def save_best(run_dir: Path, model: RNNLanguageModel, progress: dict) -> None:
-    """Replace model.safetensors with `model`, then record the progress in config.json."""
-    save_weights(run_dir, model)
-    update_config(run_dir, progress)
-
-
 def update_config(run_dir: Path, progress: dict) -> None:
     config = read_config(run_dir)
     config.update(progress)

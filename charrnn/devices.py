@@ -7,9 +7,10 @@ import torch
 from charrnn.errors import ConfigError
 from charrnn.settings import option
 
+# The commands that use a model a token at a time or on one text default to the CPU.
 DEVICE = option(
     "device", str, "auto", "auto (CUDA when there is a GPU), cpu, cuda or cuda:N.",
-    metavar="DEVICE",
+    metavar="DEVICE", by={c: "cpu" for c in ("sample", "inspect-neurons", "inspect-gradients")},
 )  # fmt: skip
 
 

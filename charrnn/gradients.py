@@ -36,7 +36,7 @@ from charrnn import settings
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.sample import SampleConfig, generate_ids
-from charrnn.tokenizers import CharTokenizer, unknown_note
+from charrnn.tokenizers import CharTokenizer, on_unknown_or_default, unknown_note
 from charrnn.tokens import ids_of_text
 
 WARMUP = 100  # tokens read without gradients before each window, where the text has them
@@ -238,7 +238,7 @@ UNTRAINED_VOCAB = 96  # about a character model's vocabulary
 
 
 def of_run(
-    run, given: dict, vocab_size: int | None, text: str | None, on_unknown: str, count: int,
+    run, given: dict, vocab_size: int | None, text: str | None, on_unknown: str | None, count: int,
     max_lag: int, seed: int,
 ) -> tuple[RNNLanguageModel, str, Windows, str | None]:  # fmt: skip
     """(model, title, windows, a note) of a loaded run (api.Run), on `text` or else on
@@ -253,6 +253,7 @@ def of_run(
         windows = sampled_windows(model, tok.eos_id, count, max_lag, seed)
         note = f"no --text or --file: reading {len(windows.ids)} samples of the model's own "
         return model, str(run.dir), windows, note + f"text (--seed {seed})"
+    on_unknown = on_unknown_or_default(tok, on_unknown)
     note = unknown_note(tok, text, on_unknown)
     ids, _ = ids_of_text(tok, text, run.config.corpus.documents, on_unknown)
     return model, str(run.dir), windows_of(ids, count, max_lag), note

@@ -4,8 +4,8 @@ and clamping neurons (holding chosen units of h fixed to see what they do to the
 Nothing here reads files or prints: generate() yields token ids one step at a time so
 the caller can stream them out as they are made; generate_ids() makes a whole batch with
 no read-back per step. Both run the Sampler: one step's work kept on the device (one-step
-cell functions, sampling with no host check), replayed as a CUDA graph on CUDA.
-reference_generate() is the plain loop they are tested against.
+cell functions, sampling with no host check), replayed as a CUDA graph on CUDA. They are
+tested against a plain loop written in tests/reference_sample.py.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from torch import Tensor
 from charrnn import settings
 from charrnn.errors import ConfigError
 from charrnn.model import Clamp, RNNLanguageModel, State, clamp_units
-from charrnn.settings import at_least, not_negative, option, setting, within
-from charrnn.tokenizers import unknown_note
+from charrnn.settings import at_least, not_negative, setting, within
+from charrnn.tokenizers import on_unknown_or_default, unknown_note
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ def sample_config(tokenizer, documents: str, allow_unk: bool = False, **options)
     banned = [] if allow_unk or tokenizer.unk_id is None else [tokenizer.unk_id]
     if documents == "none":
         banned.append(tokenizer.eos_id)
-    return settings.resolve(SampleConfig, options, banned_ids=tuple(banned))
+    (given,) = settings.split(options, SampleConfig)  # an unknown name: the closest one
+    return settings.resolve(SampleConfig, given, banned_ids=tuple(banned))
 
 
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
@@ -98,41 +99,6 @@ def next_token(logits: Tensor, config: SampleConfig, generator: torch.Generator 
         return logits.argmax(-1)
     logits = filter_logits(logits.float() / config.temperature, config.top_k, config.top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-
-
-@torch.inference_mode()
-def reference_generate(
-    model: RNNLanguageModel,
-    prime: list[int],
-    config: SampleConfig,
-    eos_id: int,
-    generator: torch.Generator | None = None,
-    burn_in: int = 0,
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """generate(), written plainly: the model's forward() on every token and
-    torch.multinomial. The fast path is tested against it."""
-    model.eval()
-    device = model.decoder.weight.device
-    B = config.num_samples
-    prime_ids = torch.tensor([prime or [eos_id]], device=device).expand(B, -1)  # [B, P]
-    logits, state = model(prime_ids)
-    logits = logits[:, -1]  # [B, V]: what follows the prime
-
-    def step(ids, state):  # [B] -> (logits [B, V], state)
-        logits, state = model(ids[:, None], state)
-        return logits[:, -1], state
-
-    if burn_in:
-        logits, state = run_to_eos(step, logits, state, config, eos_id, generator, burn_in)
-    alive = torch.ones(B, dtype=torch.bool, device=device)
-    for _ in range(config.length):
-        ids = next_token(logits, config, generator)  # [B]
-        yield ids, alive
-        if config.stop_at_eos:
-            alive = alive & (ids != eos_id)
-            if not alive.any():
-                return
-        logits, state = step(ids, state)
 
 
 def run_to_eos(step, logits, state, config, eos_id, generator, most: int):
@@ -339,15 +305,11 @@ def sample_text(model, tokenizer, prime: str, config: SampleConfig, generator=No
     return [tokenizer.decode([i for i in row if i != tokenizer.eos_id]) for row in ids.tolist()]
 
 
-SEED = option(
-    "seed", int | None, None, "Same seed, same text (default: a new one, said on stderr).",
-    check=within(0, 2**63 - 1),
-)  # fmt: skip
-
-
-def prime_ids(tokenizer, prime: str, on_unknown: str = "error") -> list[int]:
+def prime_ids(tokenizer, prime: str, on_unknown: str | None = None) -> list[int]:
     """<eos> then the prime's ids: a sample starts where every document starts.
-    UnknownSymbols (naming them and --on-unknown) for symbols the model never saw."""
+    UnknownSymbols (naming them and --on-unknown) for symbols the model never saw;
+    `on_unknown` None: the model's default."""
+    on_unknown = on_unknown_or_default(tokenizer, on_unknown)
     unknown_note(tokenizer, prime, on_unknown, "--prime", empty_ok=True)
     return [tokenizer.eos_id, *tokenizer.encode(prime, on_unknown).tolist()]
 

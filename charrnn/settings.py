@@ -51,6 +51,7 @@ class Setting:
     group: str | None = None  # settings of one group exclude each other (--steps | --epochs)
     cli: bool = True  # False: charrnn derives it (a model's vocab_size), it is not a flag
     announce: bool = False  # describe() shows it even when its default depends on nothing
+    none: str | None = None  # what a default of None means, for --help ("a new one")
 
 
 def setting(default: Any, help: str, **kwargs) -> Any:
@@ -90,6 +91,12 @@ class Declared:
                 best, value = len(words), candidate
         return value
 
+    def field(self, context: str) -> Any:
+        """This declaration as the field of a config dataclass, its default the one for
+        `context` (a setting that a command's option and a config share: --seed)."""
+        one = dataclasses.replace(self.setting, by={})
+        return field(default=self.default_in([context]), metadata={SETTING: one})
+
     def text(self, value: Any) -> str:
         """A value as --help and the description of a run write it."""
         if self.setting.show is not None and value is not None:
@@ -124,7 +131,8 @@ TYPE_NAMES = {int: "a whole number", float: "a number", str: "text", bool: "true
 
 
 def option(name: str, type: Any, default: Any, help: str, **kwargs) -> Declared:
-    """A setting that belongs to no config dataclass (a command's own option)."""
+    """A setting that belongs to no config dataclass (a command's own option). Its `by` may
+    name commands too: `by={"sample": "cpu"}` is the default of `charrnn sample`."""
     return Declared(name, type, default, Setting(help, **kwargs))
 
 
@@ -290,3 +298,12 @@ def within(low: float, high: float, low_open: bool = False, high_open: bool = Fa
         return None if above and below else f"must be in {interval}, not {_num(v)}"
 
     return check
+
+
+# Settings that several parts share -----------------------------------------------------
+
+SEED = option(
+    "seed", int | None, None, "Seed for everything random: the same seed, the same result.",
+    by={"train": 1337, "inspect-neurons": 0, "inspect-gradients": 0},
+    check=within(0, 2**63 - 1), none="a new one, said on stderr",
+)  # fmt: skip

@@ -23,7 +23,8 @@ def make_run(tmp_path, tie=False):
     torch.manual_seed(0)
     model = RNNLanguageModel(config)
     start_run(tmp_path, model, tok)
-    checkpoint.save_best(tmp_path, model, {"step": 1})
+    checkpoint.save_weights(tmp_path, model)
+    checkpoint.update_config(tmp_path, {"step": 1})
     return model, tok
 
 

@@ -2,7 +2,6 @@
 table, compare.json and compare.png; carrying on after a real SIGINT; refusing another
 command's DIR; and every run on all ranks under torchrun."""
 
-import io
 import json
 import os
 import signal
@@ -13,16 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
 from charrnn import compare as comparing
 from charrnn.cli import app
-from charrnn.cli import compare as compare_cli
 from charrnn.errors import ConfigError
+from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.tokenizers import CharTokenizer
 
-from .conftest import TEXT, assert_picture
+from .conftest import TEXT, assert_picture, start_run
 
 runner = CliRunner()
 TINY = ["--layers", "1", "--hidden", "16", "--embedding", "8", "--batch-size", "4",
@@ -219,21 +218,30 @@ def test_a_diverged_run_is_kept_out_of_its_cell_figures():
     assert cell.val_loss.mean == 1.5 and cell.val_loss.n == 2
 
 
-def test_the_table_of_seven_cells_fits_80_columns_whole():
+def test_the_table_of_seven_cells_fits_80_columns_whole(tmp_path):
+    """Through the command: a comparison whose runs are all finished (written here, with
+    the figures of a real one) is only shown again, at 80 columns."""
     cells = ("lstm", "gru", "rnn", "peephole", "cifg", "mlstm", "mingru")
     plan = comparing.Plan(("x",), cells, 2, {}, "cpu", 1)
-    runs = [comparing.RunResult(f"{cell}-seed{k}", cell, k,
-                                "diverged" if cell == "mlstm" else "done", parameters=1_221_826,
-                                steps=1700, tokens_per_sec=28_960.48,
-                                best_val_loss=1.4539 + k / 100, best_val_bpc=2.0976 + k / 100)
-            for k in range(2) for cell in cells]  # fmt: skip
-    comparison = comparing.Comparison(plan, runs, comparing.summarize(plan, runs))
-    console = Console(width=80, record=True, file=io.StringIO())
-    console.print(compare_cli.table(comparison, "--time-budget 2m0s"))
-    text = console.export_text()
+    tok = CharTokenizer.fit(TEXT)
+    for item in plan.runs():
+        config = ModelConfig(tok.vocab_size, cell=item.cell, hidden=8, embedding=4)
+        start_run(tmp_path / item.name, RNNLanguageModel(config), tok)
+        loss = 1.4539 + item.seed / 100
+        checkpoint.append_metrics(tmp_path / item.name, {
+            "step": 1700, "tokens": 2_896_048, "elapsed": 100.0, "val_loss": loss,
+            "val_bpc": 2.0976 + item.seed / 100})  # fmt: skip
+        checkpoint.update_config(tmp_path / item.name, {"step": 1700, "best_step": 1700})
+    states = {item.name: "diverged" if item.cell == "mlstm" else "done" for item in plan.runs()}
+    comparing.record(plan, tmp_path, states)
+    result = compare("x", "--cells", ",".join(cells), "--seeds", 2, "--out", tmp_path,
+                     "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = result.stdout
     assert "…" not in text and max(map(len, text.splitlines())) <= 80
     assert "1.4589 ± 0.0071" in text and "2.1026" in text and "28,960" in text
     assert "diverged (not in the figures): mlstm 2 of 2" in " ".join(text.split())
+    assert "14 runs" in result.stderr and "finished before" in result.stderr
 
 
 # A real process and a real signal -------------------------------------------------------

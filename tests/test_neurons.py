@@ -503,15 +503,16 @@ NOTES = {  # what stderr says, and the start of the view's first line
 }
 
 
-@pytest.mark.parametrize("on_unknown", ["skip", "unk"])
+@pytest.mark.parametrize("on_unknown", ["skip", "unk", None])
 def test_word_models_skip_or_read_unknown_words_as_unk(word_run_dir, on_unknown):
     args = ["inspect-neurons", str(word_run_dir), "--text", WORDS, "--top", "0"]
-    refused = runner.invoke(app, args)
+    refused = runner.invoke(app, [*args, "--on-unknown", "error"])
     assert refused.exit_code == 2 and "'xyst' 'zyzzyva' (--on-unknown skip drops" in refused.stderr
     assert "unk maps them to <unk>" in refused.stderr
-    result = runner.invoke(app, [*args, "--on-unknown", on_unknown])
+    given = ["--on-unknown", on_unknown] if on_unknown else []  # a word model's default: unk
+    result = runner.invoke(app, [*args, *given])
     assert result.exit_code == 0, result.output
-    note, shown = NOTES[on_unknown]
+    note, shown = NOTES[on_unknown or "unk"]
     assert result.stderr == f"note: {note}: 'xyst' 'zyzzyva'\n"
     assert result.stdout.splitlines()[2].startswith(shown)
     assert "zyzzyva" not in result.stdout and "xyst" not in result.stdout

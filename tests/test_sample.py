@@ -10,9 +10,10 @@ from charrnn.sample import (
     filter_logits,
     generate,
     generate_ids,
-    reference_generate,
     sample_text,
 )
+
+from .reference_sample import reference_generate
 
 
 def model(seed=0):

@@ -88,12 +88,14 @@ def test_word_model_maps_rare_words_to_unk_and_never_samples_it_unless_asked(tmp
 def test_unknown_prime_error_skip_unk(tmp_path):
     run, _, _ = train(tmp_path, "w", TEXT, "--tokenizer", "word", "--steps", "5")
     prime = ["sample", str(run), "--length", "5", "--seed", "1", "--prime", "Speak, zebra"]
-    refused = runner.invoke(app, prime)
+    refused = runner.invoke(app, [*prime, "--on-unknown", "error"])
     assert refused.exit_code == 2 and "'zebra'" in refused.stderr and "skip" in refused.stderr
-    for how in ("skip", "unk"):
-        result = runner.invoke(app, [*prime, "--on-unknown", how])
+    for how in ("skip", "unk", None):  # a word model's default: unk
+        result = runner.invoke(app, [*prime, *(["--on-unknown", how] if how else [])])
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith("Speak, zebra")  # the prime is printed as given
+        said = "read 1 word the model has never seen as <unk>" if how != "skip" else "skipped 1"
+        assert f"note: {said}" in result.stderr
     bad = runner.invoke(app, [*prime, "--on-unknown", "ignore"])
     assert bad.exit_code == 2 and "is not one of 'error', 'skip', 'unk'" in bad.stderr
     char, _, _ = train(tmp_path, "c", TEXT, "--steps", "5")

@@ -20,7 +20,9 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
-from charrnn.errors import CharrnnError
+from charrnn import corpus
+from charrnn.cli.options import own_options
+from charrnn.errors import CharrnnError, ConfigError
 
 EXIT_USAGE = 2
 COLUMN = 24  # the widest option name column; longer names (and metavars) sit on their own line
@@ -29,6 +31,14 @@ RunDir = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
+
+
+def text_or_file(text: str | None, file: Path | None, flags: tuple[str, str]) -> str | None:
+    """The text of a command's pair of options `--text TEXT | --file FILE` (`flags`: their
+    names): one of them, read as a corpus file is (a regular UTF-8 file), or None."""
+    if text is not None and file is not None:
+        raise ConfigError(f"give {flags[0]} or {flags[1]}, not both")
+    return corpus.read_file(file, flags[1]) if file is not None else text
 
 
 def error_line(message: str) -> str:
@@ -140,5 +150,13 @@ app = typer.Typer(
 
 
 def command(name: str | None = None, *, summary: str, parent: typer.Typer = app):
-    """Register a command. `summary`: the one sentence `charrnn --help` lists it by."""
-    return parent.command(name, cls=Command, short_help=summary)
+    """Register a command. `summary`: the one sentence `charrnn --help` lists it by. Its own
+    options typed by options.opt() get their declared defaults for this command."""
+
+    def register(func):
+        called = name or func.__name__.strip("_").replace("_", "-")
+        if parent.info.name:  # a group's command: `bench sample` is bench-sample, not sample
+            called = f"{parent.info.name}-{called}"
+        return parent.command(name, cls=Command, short_help=summary)(own_options(func, called))
+
+    return register

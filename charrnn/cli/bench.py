@@ -15,13 +15,14 @@ from charrnn import bench, devices, memory
 from charrnn import sample as sampling
 from charrnn import settings as settings_
 from charrnn.cli.app import AsJson, app, command
-from charrnn.cli.options import with_settings
+from charrnn.cli.options import DEFAULT, opt, with_settings
 from charrnn.model import ModelConfig
 from charrnn.sample import SampleConfig
 from charrnn.settings import option
 from charrnn.training.config import TrainConfig, resolve_precision
 
 bench_app = typer.Typer(
+    name="bench",
     help="Measure training and sampling speed against the hardware and a plain reference.",
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -44,25 +45,28 @@ def bench_device(device: str, threads: int | None, default: int | None = None) -
     return dev
 
 
-OWN = (bench.VOCAB_SIZE, bench.STEPS, bench.UNTIMED_STEPS, devices.DEVICE, THREADS)
 TRAIN_FLAGS = ["cell", "batch_size", "seq_len", "precision", *MODEL]
 TRAIN_DEFAULTS = {**MODEL, "batch_size": 32, "seq_len": 128, "precision": "auto"}
-SAMPLE_DEFAULTS = {**MODEL, "num_samples": 1, "steps": 500, "untimed_steps": 20}
 
 
 @command("train", summary="Time training steps against a plain PyTorch loop.", parent=bench_app)
-@with_settings(ModelConfig, TrainConfig, *OWN, only=TRAIN_FLAGS, defaults=TRAIN_DEFAULTS)
+@with_settings(ModelConfig, TrainConfig, only=TRAIN_FLAGS, defaults=TRAIN_DEFAULTS)
 def bench_train(
     *,
     corpus_: Annotated[
         Optional[str],
-        typer.Option("--corpus", metavar="FILE", help="Train on this text (default: random "
-                     "token ids)."),
+        typer.Option(
+            "--corpus", metavar="FILE", help="Train on this text (default: random token ids)."
+        ),
     ] = None,
-    vocab_size: int, steps: int, untimed_steps: int, device: str, threads: Optional[int],
+    vocab_size: opt(bench.VOCAB_SIZE) = DEFAULT,
+    steps: opt(bench.STEPS) = DEFAULT,
+    untimed_steps: opt(bench.UNTIMED_STEPS) = DEFAULT,
+    device: opt(devices.DEVICE) = DEFAULT,
+    threads: opt(THREADS) = None,
     as_json: AsJson = False,
     settings: dict,
-):  # fmt: skip
+):
     """Training tokens/s, model FLOP utilisation and peak memory: charrnn's step and a
     plain PyTorch loop on the same data, in this process."""
     dev = bench_device(device, threads)
@@ -78,17 +82,21 @@ def bench_train(
 
 
 @command("sample", summary="Time sampling against a plain one-token loop.", parent=bench_app)
-@with_settings(
-    ModelConfig, SampleConfig, *OWN, only=["cell", "num_samples", *MODEL], defaults=SAMPLE_DEFAULTS
-)
+@with_settings(ModelConfig, SampleConfig, only=["cell", "num_samples", *MODEL], defaults=MODEL)
 def bench_sample(
-    *, vocab_size: int, steps: int, untimed_steps: int, device: str, threads: Optional[int],
-    as_json: AsJson = False, settings: dict,
-):  # fmt: skip
+    *,
+    vocab_size: opt(bench.VOCAB_SIZE) = DEFAULT,
+    steps: opt(bench.STEPS) = DEFAULT,
+    untimed_steps: opt(bench.UNTIMED_STEPS) = DEFAULT,
+    device: opt(devices.DEVICE) = DEFAULT,
+    threads: opt(THREADS) = None,
+    as_json: AsJson = False,
+    settings: dict,
+):
     """Sampling tokens/s (characters/s for a char model), MFU and peak memory: charrnn's
     sampler and a plain one-token-at-a-time loop, in this process."""
     settings_.check_values(SampleConfig, settings)
-    num_samples = settings.pop("num_samples")
+    num_samples = settings.pop("num_samples", 1)
     dev = bench_device(device, threads, sampling.cpu_threads(num_samples))  # as `sample` does
     config = bench_config({**settings, "batch_size": num_samples}, vocab_size, steps,
                           untimed_steps, dev)  # fmt: skip

@@ -19,7 +19,7 @@ from rich.table import Table
 from charrnn import compare as comparing
 from charrnn import devices, plots, runner
 from charrnn.cli.app import command, err
-from charrnn.cli.options import with_settings
+from charrnn.cli.options import DEFAULT, opt, with_settings
 from charrnn.cli.progress import RunBar, bars
 from charrnn.cli.train import EXIT_FAILED, NOTE_STYLES, Corpus, last_of
 from charrnn.corpus import CorpusConfig
@@ -34,8 +34,7 @@ HOW = {"new": "new run", "restart": "started again (it stopped before its first 
 
 
 @command(summary="Train several cells on the same text and budget, and compare them.")
-@with_settings(comparing.CELL_LIST, comparing.SEEDS, ModelConfig, TrainConfig, TokenizerConfig,
-               CorpusConfig, devices.DEVICE, COLLECTIVE_TIMEOUT, skip=["cell", "seed"])  # fmt: skip
+@with_settings(ModelConfig, TrainConfig, TokenizerConfig, CorpusConfig, skip=["cell", "seed"])
 def compare(
     sources: Corpus = None,
     *,
@@ -47,10 +46,10 @@ def compare(
             "the same command again carries on what is missing there.",
         ),
     ],  # fmt: skip
-    cells: str,
-    seeds: int,
-    device: str,
-    collective_timeout: float,
+    cells: opt(comparing.CELL_LIST) = DEFAULT,
+    seeds: opt(comparing.SEEDS) = DEFAULT,
+    device: opt(devices.DEVICE) = DEFAULT,
+    collective_timeout: opt(COLLECTIVE_TIMEOUT) = DEFAULT,
     settings: dict,
 ):
     """Train one run per cell and seed (seeds 0 to N-1) on CORPUS with the same settings

@@ -17,23 +17,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from charrnn import api, corpus, devices, plots
+from charrnn import api, devices, plots
 from charrnn import gradients as grads
-from charrnn.cli.app import AsJson, command, err
-from charrnn.cli.options import with_settings
+from charrnn.cli.app import AsJson, command, err, text_or_file
+from charrnn.cli.options import DEFAULT, opt, with_settings
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig
-from charrnn.settings import at_least, option
+from charrnn.settings import SEED, at_least, option
 from charrnn.tokenizers import ON_UNKNOWN
 
 MAX_LAG = option("max_lag", int, 200, "The largest lag k measured.", check=at_least(1))
 WINDOWS = option(
     "windows", int, 32, "Windows of the text the norms are averaged over.", check=at_least(1)
 )
-SEED = option(
-    "seed", int, 0, "Seed of an untrained model's weights and of the text read when none is "
-    "given.", check=at_least(0),
-)  # fmt: skip
 VOCAB_SIZE = option(
     "vocab_size", int | None, None, "Token ids of an untrained model given no text (it reads "
     f"random ids).  [default: {grads.UNTRAINED_VOCAB}]", check=at_least(1),
@@ -55,8 +51,7 @@ Png = Annotated[
 @command(
     "inspect-gradients", summary="Show how the gradient through time falls or grows with the lag."
 )
-@with_settings(MAX_LAG, WINDOWS, SEED, VOCAB_SIZE, ON_UNKNOWN, devices.DEVICE, ModelConfig,
-               defaults={"device": "cpu"})  # fmt: skip
+@with_settings(ModelConfig)
 def inspect_gradients(
     run_dir: Run = None,
     *,
@@ -64,22 +59,19 @@ def inspect_gradients(
     file: File = None,
     png: Png = None,
     as_json: AsJson = False,
-    max_lag: int,
-    windows: int,
-    seed: int,
-    vocab_size: Optional[int],
-    on_unknown: str,
-    device: str,
+    max_lag: opt(MAX_LAG) = DEFAULT,
+    windows: opt(WINDOWS) = DEFAULT,
+    seed: opt(SEED) = DEFAULT,
+    vocab_size: opt(VOCAB_SIZE) = None,
+    on_unknown: opt(ON_UNKNOWN) = None,
+    device: opt(devices.DEVICE) = DEFAULT,
     settings: dict,
 ):
     """How far back the gradient reaches: the mean norm of d loss(t) / d h(t - k) (and of
     the cell state c) for each lag k and layer, and the spectra of the recurrent matrices,
     of a trained RUN or of an untrained model (--cell and the model flags), on a text
     (--text, --file; else the model's own: a sample, or random ids for an untrained one)."""
-    if text is not None and file is not None:
-        raise ConfigError("give --text or --file, not both")
-    if file is not None:
-        text = corpus.read_file(file, "--file")
+    text = text_or_file(text, file, ("--text", "--file"))
     if text == "":
         raise ConfigError("the text is empty; give some with --text or --file")
     if png is not None:  # before the work, so that it fails first

@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from charrnn import api, checkpoint, corpus, devices, neurons, tokenizers
+from charrnn import api, checkpoint, devices, neurons, tokenizers
 from charrnn import sample as sampling
-from charrnn.cli.app import RunDir, command, err
-from charrnn.cli.options import with_settings
+from charrnn.cli.app import RunDir, command, err, text_or_file
+from charrnn.cli.options import DEFAULT, opt
 from charrnn.errors import ConfigError
-from charrnn.settings import at_least, not_negative, option
+from charrnn.settings import SEED, at_least, not_negative, option
 from charrnn.tokenizers import ON_UNKNOWN
 
 FIND_HELP = (
@@ -35,9 +35,6 @@ COLOR = option(
 )  # fmt: skip
 TOP = option("top", int, 10, "Neurons in the ranking (0: none).", check=not_negative)
 MAX_CHARS = option("max_chars", int, 2000, "Trace at most this many characters.", check=at_least(1))
-SAMPLE_SEED = option(
-    "seed", int, 0, "Seed of the sample read when no --text or --file.", check=at_least(0)
-)
 Text_ = Annotated[Optional[str], typer.Option("--text", metavar="TEXT", help="The text to read.")]
 File = Annotated[
     Optional[Path], typer.Option("--file", metavar="FILE", help="Read the text from a file.")
@@ -61,8 +58,6 @@ Html = Annotated[
 
 
 @command("inspect-neurons", summary="Show what each neuron of a run does over a text.")
-@with_settings(STATE, TOP, MAX_CHARS, ON_UNKNOWN, COLOR, SAMPLE_SEED, devices.DEVICE,
-               defaults={"device": "cpu"})  # fmt: skip
 def inspect_neurons(
     run_dir: RunDir,
     *,
@@ -74,23 +69,23 @@ def inspect_neurons(
     find: Find = None,
     gate_stats: GateStats = False,
     html: Html = None,
-    state: Optional[str],
-    top: int,
-    max_chars: int,
-    on_unknown: str,
-    color: str,
-    seed: int,
-    device: str,
+    state: opt(STATE) = None,
+    top: opt(TOP) = DEFAULT,
+    max_chars: opt(MAX_CHARS) = DEFAULT,
+    on_unknown: opt(ON_UNKNOWN) = None,
+    color: opt(COLOR) = DEFAULT,
+    seed: opt(SEED) = DEFAULT,
+    device: opt(devices.DEVICE) = DEFAULT,
 ):
     """Colour text by one neuron's activation with the model's guesses under it, rank the
     neurons, show gate saturation; the view goes to stdout."""
-    if text is not None and file is not None:
-        raise ConfigError("give --text or --file, not both")
+    text = text_or_file(text, file, ("--text", "--file"))
     dev = devices.resolve(device)
     run = api.load(run_dir, dev)
     model, tok = run.model, run.tokenizer
+    on_unknown = tokenizers.on_unknown_or_default(tok, on_unknown)
     name = neurons.state_name(model.config.cell, default_state(model, state, gate), gate)
-    source = inspection_text(model, tok, text, file, max_chars, on_unknown, seed, dev)
+    source = inspection_text(model, tok, text, max_chars, on_unknown, seed, dev)
     tr = neurons.trace_text(model, tok, source, on_unknown)
     acts = neurons.activation(tr, name)  # [L, T, H]
     ranked, ranking, target = rank_neurons(tr, acts, find, top, layer)
@@ -115,11 +110,9 @@ def default_state(model, state: str | None, gate: str | None) -> str:
     return state
 
 
-def inspection_text(model, tok, text, file, max_chars: int, on_unknown: str, seed: int, dev):
-    """--text, --file, or else a sample from the model; cut to --max-chars and checked for
-    symbols the model never saw (tokenizer.unknown_note)."""
-    if file is not None:  # a regular file only: a pipe or /dev/zero would never end
-        text = corpus.read_file(file, "--file")
+def inspection_text(model, tok, text, max_chars: int, on_unknown: str, seed: int, dev):
+    """--text or --file's text, or else a sample from the model; cut to --max-chars and
+    checked for symbols the model never saw (tokenizers.unknown_note)."""
     if text is None:
         config = sampling.SampleConfig(length=min(max_chars, 500), stop_at_eos=False)
         generator = torch.Generator(dev).manual_seed(seed)

@@ -1,14 +1,20 @@
 """Typer options made from the settings' declarations (charrnn/settings.py): a setting's
 flag, metavar, choices, help and defaults are written there once and read here.
 
-    @command(summary="...")
-    @with_settings(ModelConfig, TrainConfig, DEVICE)
-    def train(sources: ..., *, device: str, settings: dict): ...
+A command's own options stand in its signature, each typed by `opt()` from its
+declaration; `= DEFAULT` takes the declaration's default for that command (see
+Declared.default_in: a declaration may give one command another default):
 
-adds one option per setting, after the command's arguments and before its own options. The
-settings of config classes reach the command as one dict, `settings`, of the ones given on
-the command line (the library fills in the rest); a standalone option (settings.option())
-reaches it as its own keyword argument, its default applied.
+    Device = opt(DEVICE)
+
+    @command(summary="...")
+    @with_settings(ModelConfig, TrainConfig)
+    def train(sources: ..., *, run_dir: ..., device: Device = DEFAULT, settings: dict): ...
+
+`with_settings` adds one option per setting of the config classes it names, after the
+command's own options; they reach the command as one dict, `settings`, of those given on
+the command line (the library fills in the rest). `command()` (app.py) resolves DEFAULT
+and checks every own option's value against its declaration, naming the flag.
 """
 
 from __future__ import annotations
@@ -42,18 +48,9 @@ NUMBERS = {int: _number(int, "a whole number"), float: _number(float, "a number"
 LONGEST_CHOICE_METAVAR = 24  # longer lists of choices go in the help, behind a NAME
 
 
-def declared_of(sources: Iterable[Any]) -> list[Declared]:
-    """The settings of config classes and standalone options, in order; a standalone option
-    stands in for a class's setting of the same name."""
-    sources = list(sources)
-    own = {s.name for s in sources if isinstance(s, Declared)}
-    out = []
-    for source in sources:
-        if isinstance(source, Declared):
-            out.append(source)
-        else:
-            out += [d for d in declarations.declared(source) if d.setting.cli and d.name not in own]
-    return out
+def declared_of(classes: Iterable[type]) -> list[Declared]:
+    """The command-line settings of config classes, in order."""
+    return [d for cls in classes for d in declarations.declared(cls) if d.setting.cli]
 
 
 def default_text(d: Declared, default: Any = inspect.Parameter.empty) -> str:
@@ -63,12 +60,13 @@ def default_text(d: Declared, default: Any = inspect.Parameter.empty) -> str:
     else:
         show = d.text
     if default is not inspect.Parameter.empty:
-        parts = [show(default)] if default is not None else []
+        parts = [show(default)] if default is not None else [d.setting.none or ""]
     else:
         by = d.setting.by
         label = "cpu " if any("cuda" in key for key in by) and "cpu" not in by else ""
         parts = [f"{label}{show(d.default)}"] if d.default is not None else []
         parts += [f"{key} {show(value)}" for key, value in d.setting.by.items()]
+    parts = [p for p in parts if p]
     return f"  [default: {', '.join(parts)}]" if parts else ""
 
 
@@ -123,41 +121,27 @@ def _is_argument(p: inspect.Parameter) -> bool:
 
 
 def with_settings(
-    *sources: Any, defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = (),
+    *classes: type, defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = (),
     only: Iterable[str] | None = None,
 ):  # fmt: skip
-    """Add an option for every setting of `sources` (config classes or standalone options)
-    to a command, but those in `skip` (or those not in `only`); `defaults` overrides what
-    this command defaults them to. A standalone option's value is checked here."""
+    """Add an option for every setting of the config `classes` to a command, but those in
+    `skip` (or those not in `only`); `defaults` overrides what this command defaults them
+    to. They reach the command as one dict, `settings`, of the ones given."""
     defaults, skip = dict(defaults or {}), set(skip)
-    standalone = {s.name for s in sources if isinstance(s, Declared)}
-    found = [d for d in declared_of(sources) if d.name in standalone or (
-        d.name not in skip and (only is None or d.name in only))]  # fmt: skip
+    found = [d for d in declared_of(classes)
+             if d.name not in skip and (only is None or d.name in only)]  # fmt: skip
 
     def decorate(func):
         own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
-               if p.name != "settings" and p.name not in standalone]  # fmt: skip
-
-        def default(d: Declared) -> Any:  # a config's setting: "not given", the library's
-            if d.name in defaults:
-                return defaults[d.name]
-            return d.default if d.name in standalone else inspect.Parameter.empty
-
-        added = [parameter(d, default(d)) for d in found]
+               if p.name != "settings"]  # fmt: skip
+        added = [parameter(d, defaults.get(d.name, inspect.Parameter.empty)) for d in found]
         args = [p for p in own if _is_argument(p)]
         rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if not _is_argument(p)]
 
         @functools.wraps(func)
         def wrapper(*a, **kwargs):
             given = {d.name: _plain(kwargs.pop(d.name, None)) for d in found}
-            for d in found:
-                if d.name in standalone:
-                    kwargs[d.name] = value = given.pop(d.name)
-                    problem = None if value is None and d.name in defaults else d.problem(value)
-                    if problem is not None:
-                        raise ConfigError(f"{d.flag} {problem}")
-            if "settings" in inspect.signature(func).parameters:
-                kwargs["settings"] = {k: v for k, v in given.items() if v is not None}
+            kwargs["settings"] = {k: v for k, v in given.items() if v is not None}
             return func(*a, **kwargs)
 
         params = [*args, *rest, *added]  # arguments, the command's own options, settings
@@ -167,6 +151,55 @@ def with_settings(
         return wrapper
 
     return decorate
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()  # an own option's default: its declaration's, for this command
+
+
+def opt(d: Declared) -> Any:
+    """The type of a command's own option, from its declaration: `top: Top = DEFAULT`."""
+    return Annotated[parameter(d).annotation, d]
+
+
+def own_options(func, command: str):
+    """`func` with its own options' DEFAULT resolved for `command` (their help saying so),
+    and each value given checked against its declaration: ConfigError naming the flag."""
+    signature = inspect.signature(func, eval_str=True)
+    declared = {p.name: d for p in signature.parameters.values()
+                if (d := _declared(p)) is not None}  # fmt: skip
+    if not declared:
+        return func
+    params = []
+    for p in signature.parameters.values():
+        d = declared.get(p.name)
+        if d is not None:
+            default = d.default_in([command]) if p.default is DEFAULT else p.default
+            shown = default if p.default is DEFAULT else inspect.Parameter.empty
+            p = parameter(d, shown).replace(default=default, kind=p.kind)
+        params.append(p)
+
+    @functools.wraps(func)
+    def wrapper(*a, **kwargs):
+        for name, d in declared.items():
+            kwargs[name] = value = _plain(kwargs.get(name))
+            if value is not None and (problem := d.problem(value)) is not None:
+                raise ConfigError(f"{d.flag} {problem}")
+        return func(*a, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__
+    return wrapper
+
+
+def _declared(p: inspect.Parameter) -> Declared | None:
+    return next((m for m in getattr(p.annotation, "__metadata__", ())
+                 if isinstance(m, Declared)), None)  # fmt: skip
 
 
 def _plain(value: Any) -> Any:

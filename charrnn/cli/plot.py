@@ -9,11 +9,10 @@ import typer
 
 from charrnn import plots
 from charrnn.cli.app import command, err
-from charrnn.cli.options import with_settings
+from charrnn.cli.options import DEFAULT, opt
 
 
 @command(summary="Plot the training and validation curves of runs to a PNG.")
-@with_settings(plots.METRIC, plots.X_AXIS)
 def plot(
     runs: Annotated[
         list[Path],
@@ -26,8 +25,8 @@ def plot(
             "--output", "-o", metavar="FILE", help="The picture to write: FILE.png (or .svg, .pdf)."
         ),
     ],  # fmt: skip
-    metric: str,
-    x: str,
+    metric: opt(plots.METRIC) = DEFAULT,
+    x: opt(plots.X_AXIS) = DEFAULT,
 ):
     """Plot the training (dashed) and validation (solid) curves of one or more runs, read
     from their metrics.jsonl, to a picture of 1000 x 600 pixels. Needs matplotlib: pip

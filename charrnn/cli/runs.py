@@ -12,16 +12,10 @@ from rich.table import Table
 
 from charrnn import api, devices, settings
 from charrnn.cli.app import AsJson, RunDir, command
-from charrnn.cli.options import with_settings
+from charrnn.cli.options import DEFAULT, opt, with_settings
 from charrnn.corpus import CorpusConfig
 from charrnn.metrics import EVAL_SEQ_LEN
-from charrnn.settings import option
-
-ON_UNKNOWN = option(  # eval's own default: a word model scores rare words as <unk>
-    "on_unknown", str | None, None,
-    "Symbols the model never saw: error, skip them, or unk.  [default: error, word models unk]",
-    choices=("error", "skip", "unk"),
-)  # fmt: skip
+from charrnn.tokenizers import ON_UNKNOWN
 
 
 @command(summary="Show a run's settings, size, progress and vocabulary.")
@@ -62,7 +56,7 @@ def info(run_dir: RunDir, as_json: AsJson = False):
 
 def vocabulary(run) -> str:
     tok = run.tokenizer
-    first = [tok.decode([i]) or "<eos>" for i in range(0, min(tok.vocab_size, 80))]
+    first = [tok.token_text(i) for i in range(0, min(tok.vocab_size, 80))]
     if tok.tokenizer == "char":
         return f"{tok.vocab_size:,} tokens: {''.join(first)!r}"
     more = " ..." if tok.vocab_size > 24 else ""
@@ -70,14 +64,14 @@ def vocabulary(run) -> str:
 
 
 @command("eval", summary="Score a run's best model on any text.")
-@with_settings(CorpusConfig, EVAL_SEQ_LEN, ON_UNKNOWN, devices.DEVICE, skip=["documents"])
+@with_settings(CorpusConfig, skip=["documents"])
 def eval_(
     run_dir: RunDir,
     sources: Annotated[list[str], typer.Argument(metavar="CORPUS", help="Files or folders.")],
     *,
-    seq_len: int,
-    on_unknown: str | None,
-    device: str,
+    seq_len: opt(EVAL_SEQ_LEN) = DEFAULT,
+    on_unknown: opt(ON_UNKNOWN) = None,
+    device: opt(devices.DEVICE) = DEFAULT,
     as_json: AsJson = False,
     settings: dict,
 ):

@@ -11,17 +11,17 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from charrnn import api, corpus, devices
+from charrnn import api, devices, tokenizers
 from charrnn import sample as sampling
-from charrnn.cli.app import RunDir, command, err
-from charrnn.cli.options import with_settings
-from charrnn.errors import ConfigError
+from charrnn.cli.app import RunDir, command, err, text_or_file
+from charrnn.cli.options import DEFAULT, opt, with_settings
 from charrnn.sample import SampleConfig
+from charrnn.settings import SEED
 from charrnn.tokenizers import ON_UNKNOWN
 
 
 @command(summary="Generate text from a trained run; the text alone goes to stdout.")
-@with_settings(SampleConfig, sampling.SEED, ON_UNKNOWN, devices.DEVICE, defaults={"device": "cpu"})
+@with_settings(SampleConfig)
 def sample(
     run_dir: RunDir,
     *,
@@ -42,18 +42,14 @@ def sample(
             help="Hold layer L's neuron N (its h) at V while sampling, e.g. 0:12=1; repeatable.",
         ),
     ] = None,
-    seed: Optional[int],
-    on_unknown: str,
-    device: str,
+    seed: opt(SEED) = DEFAULT,
+    on_unknown: opt(ON_UNKNOWN) = None,
+    device: opt(devices.DEVICE) = DEFAULT,
     settings: dict,
 ):
     """Generate text from a trained run. Only the text goes to stdout, as it is made: one
     sample streamed, several each printed when done."""
-    if prime is not None and prime_file is not None:
-        raise ConfigError("give --prime or --prime-file, not both")
-    if prime_file is not None:
-        prime = corpus.read_file(prime_file, "--prime-file")
-    prime = prime or ""
+    prime = text_or_file(prime, prime_file, ("--prime", "--prime-file")) or ""
     dev = devices.resolve(device)
     clamps = parse_clamps(clamp or [])
     loaded = api.load(run_dir, dev)
@@ -64,7 +60,10 @@ def sample(
         torch.set_num_threads(sampling.cpu_threads(num_samples))
     texts = loaded.stream(prime, seed=seed, on_unknown=on_unknown, allow_unk=allow_unk,
                           clamp=clamps, **settings)  # fmt: skip
-    if new_seed:  # once the options have passed their checks
+    note = tokenizers.unknown_note(loaded.tokenizer, prime, on_unknown, "--prime", empty_ok=True)
+    if note:  # once the options have passed their checks
+        err.print(note, markup=False)
+    if new_seed:
         err.print(f"seed {seed}", style="dim")
     out = sys.stdout
     if num_samples == 1 and not settings.get("beam"):

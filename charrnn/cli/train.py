@@ -13,7 +13,7 @@ from rich.text import Text
 
 from charrnn import checkpoint, devices, runner
 from charrnn.cli.app import command, err
-from charrnn.cli.options import with_settings
+from charrnn.cli.options import DEFAULT, opt, with_settings
 from charrnn.cli.progress import RunBar, bars
 from charrnn.corpus import CorpusConfig
 from charrnn.distributed import COLLECTIVE_TIMEOUT
@@ -34,8 +34,7 @@ Corpus = Annotated[
 
 
 @command(summary="Train a model on a corpus and save it in a run directory.")
-@with_settings(ModelConfig, TrainConfig, TokenizerConfig, CorpusConfig, devices.DEVICE,
-               COLLECTIVE_TIMEOUT)  # fmt: skip
+@with_settings(ModelConfig, TrainConfig, TokenizerConfig, CorpusConfig)
 def train(
     sources: Corpus = None,
     *,
@@ -48,8 +47,8 @@ def train(
     resume: Annotated[
         Optional[Path], typer.Option(metavar="RUN", help="Carry on the run in this directory.")
     ] = None,
-    device: str,
-    collective_timeout: float,
+    device: opt(devices.DEVICE) = DEFAULT,
+    collective_timeout: opt(COLLECTIVE_TIMEOUT) = DEFAULT,
     settings: dict,
 ):
     """Train a model on CORPUS and save it in a run directory; under torchrun, on several

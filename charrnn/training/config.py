@@ -10,6 +10,7 @@ import torch
 from charrnn import settings
 from charrnn.errors import ConfigError
 from charrnn.settings import (
+    SEED,
     at_least,
     format_duration,
     not_negative,
@@ -72,7 +73,7 @@ class TrainConfig:
     val_frac: float = setting(
         0.1, "The last part of the text, held out.", check=within(0, 1, True, True)
     )
-    seed: int = setting(1337, "Seed for everything random.", check=within(0, 2**63 - 1))
+    seed: int = SEED.field("train")
     deterministic: bool = setting(False, "PyTorch's deterministic algorithms (slower on CUDA).")
     # What --precision auto picks: fp32 everywhere until `charrnn bench train --precision
     # fp16` on a GPU measures mixed precision faster with the same loss curve (not yet done).
