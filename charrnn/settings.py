@@ -11,7 +11,7 @@ declaration come the command-line option (`--hidden N`: cli/options.py builds th
 options from it, with the defaults of each device in its help), the check of a value (an
 error that names the flag), the key in config.json (the field name), the description of a run
 (`describe`) and whether a resumed run may change it. The field name is the one name of the
-concept: `seq_len` is `--seq-len` is `"seq_len"` in JSON and in the README.
+concept: `seq_len` is `--seq-len` is `"seq_len"` in JSON and in the docs.
 
 Defaults may depend on the context a run is made in: `by` maps a context to its default, where
 a context is a device type (`cuda`), a tokenizer (`word`) or both (`"cuda word"`); the most

@@ -78,7 +78,8 @@ def inspect_neurons(
     device: opt(devices.DEVICE) = DEFAULT,
 ):
     """Colour text by one neuron's activation with the model's guesses under it, rank the
-    neurons, show gate saturation; the view goes to stdout."""
+    neurons, show gate saturation; the view goes to stdout. Features, the HTML page,
+    clamping: docs/neurons.md."""
     text = text_or_file(text, file, ("--text", "--file"))
     dev = devices.resolve(device)
     run = api.load(run_dir, dev)

@@ -52,7 +52,8 @@ def train(
     settings: dict,
 ):
     """Train a model on CORPUS and save it in a run directory; under torchrun, on several
-    GPUs or nodes. Settings left out get the defaults of the device (and tokenizer)."""
+    GPUs or nodes. Settings left out get the defaults of the device (and tokenizer).
+    Every flag, the schedule, resuming: docs/training.md."""
     request = runner.Request(sources or [], settings, run_dir, resume, device, collective_timeout)
     with runner.Session(request) as session:
         main = session.world.is_main
