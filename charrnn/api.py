@@ -148,6 +148,7 @@ def describe(run: Run) -> dict:
         "run_dir": str(run.dir),
         "parameters": count_parameters(run.model),
         "step": c.step,
+        "ended": c.ended,
         "best_val_loss": c.best_val_loss,
         "best_step": c.best_step,
         "best_val_bpc": best.get("val_bpc"),

@@ -37,7 +37,8 @@ from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.paths import fsync_dir
 
-FORMAT_VERSION = 2  # of config.json; run.py reads older ones (run.migrate)
+FORMAT_VERSION = 3  # of config.json; run.py reads older ones (run.migrate)
+ENDINGS = (None, "patience")  # Progress.ended: why a run ended before its length
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 LAST = "last"
@@ -384,7 +385,8 @@ def check_trainer_state(state, path: Path) -> None:
         progress, optimizer = state["progress"], state["optimizer"]
         if not isinstance(progress.get("step"), int):
             wrong.append("progress has no step")
-        elif not all(isinstance(v, (int, float)) for v in progress.values()):
+        elif not all(isinstance(v, (int, float)) or (k == "ended" and v in ENDINGS)
+                     for k, v in progress.items()):  # fmt: skip
             wrong.append("progress holds values that are not numbers")
         if not {"state", "param_groups"} <= set(optimizer):
             wrong.append("optimizer is not an optimizer's state_dict")

@@ -23,7 +23,6 @@ numbers.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,7 +40,6 @@ from charrnn.tokens import ids_of_text
 
 WARMUP = 100  # tokens read without gradients before each window, where the text has them
 TRACKED = ("h", "c")  # the states whose gradients are measured, those a cell has
-RECURRENT = re.compile(r"weight_hh(_l\d+)?")  # PyTorch's and charrnn's name for R in R h
 
 
 @dataclass(frozen=True, eq=False)
@@ -305,13 +303,10 @@ def spectra(model: RNNLanguageModel) -> tuple[Spectrum, ...]:
 
 def recurrent_matrices(cell: nn.Module) -> list[tuple[str, Tensor, tuple[str, ...]]]:
     """(name, matrix [G*H, H], the names of its G blocks) of each recurrent matrix of a
-    cell. A cell may name its own in `recurrent_weights`, {parameter name: block names};
-    else its parameters named weight_hh (weight_hh_l0 for PyTorch's modules) are, with
-    blocks named by the cell's gates where there are as many, else numbered."""
+    cell, as the cell declares them (Cell.recurrent_weights), with the blocks named by the
+    cell where there are as many, else numbered."""
     named = dict(cell.named_parameters())
-    declared = getattr(cell, "recurrent_weights", None)
-    if declared is None:
-        declared = {n: cell.gate_names for n in named if RECURRENT.fullmatch(n)}
+    declared = cell.recurrent_weights()
     out = []
     for name, blocks in declared.items():
         w = named[name].detach()
@@ -333,13 +328,11 @@ def _matrix(name: str, w: Tensor, blocks: tuple[str, ...]) -> Matrix:
 
 
 def _no_matrix(cell: nn.Module) -> str:
-    """Why no recurrent matrix was found: the gates do not see h (tried), the cell says
-    it has none, or its recurrent weights are named otherwise."""
+    """Why no recurrent matrix was found: the gates do not see h (tried), or the cell
+    declares none (Cell.recurrent_weights)."""
     if not _gates_see_h(cell):
         return "no recurrent matrix: its gates do not depend on h"
-    if getattr(cell, "recurrent_weights", None) is not None:
-        return "no recurrent matrix"
-    return "recurrent weights not found (no weight_hh)"
+    return "no recurrent matrix declared (Cell.recurrent_weights)"
 
 
 @torch.no_grad()

@@ -1,4 +1,16 @@
-"""ModelConfig + RNNLanguageModel: embedding -> stacked recurrent cells -> dropout -> decoder.
+"""ModelConfig + RNNLanguageModel: embedding -> stacked recurrent cells -> dropout -> decoder,
+with the regularisers of the LSTM language-model literature (Merity et al. 2017, "Regularizing
+and Optimizing LSTM Language Models"; Gal & Ghahramani 2016), each a setting, each off at 0:
+
+    --embedding-dropout p   whole rows of the embedding (word types) dropped for a window
+    --input-dropout p       the embedded inputs, one mask per stream for the whole window
+    --dropout p             between layers and before the decoder: one mask per stream for
+                            the whole window (variational), or a new one at every step
+                            (--no-variational)
+    --weight-drop p         DropConnect on the recurrent matrices (each cell's own
+                            recurrent_weights), one mask for the whole window
+
+All act in training only; an evaluation, a sample or a trace sees the whole model.
 
 The model knows nothing of files, tokenizers or training loops. Its two interfaces:
 
@@ -18,10 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from charrnn import settings
-from charrnn.cells import CELLS, make_cell
+from charrnn.cells import CELLS, Cell, make_cell
 from charrnn.errors import ConfigError
 from charrnn.settings import at_least, setting, within
 
@@ -48,7 +62,22 @@ class ModelConfig:
         check=at_least(1),
     )  # fmt: skip
     dropout: float = setting(
-        0.0, "Dropout between layers and before the decoder.", by={"cuda": 0.2},
+        0.0, "Dropout between layers and before the decoder.",
+        check=within(0, 1, high_open=True), fitted="fitted to the text's size",
+    )  # fmt: skip
+    variational: bool = setting(
+        True, "--dropout keeps one mask per stream for the whole window (Gal & Ghahramani)."
+    )
+    input_dropout: float = setting(
+        0.0, "Dropout of the embedded inputs, one mask per stream and window.",
+        check=within(0, 1, high_open=True),
+    )  # fmt: skip
+    embedding_dropout: float = setting(
+        0.0, "Drops whole tokens' embedding rows for a window.",
+        check=within(0, 1, high_open=True),
+    )  # fmt: skip
+    weight_drop: float = setting(
+        0.0, "DropConnect on the recurrent matrices, one mask per window.",
         check=within(0, 1, high_open=True),
     )  # fmt: skip
     tie_weights: bool = setting(
@@ -100,18 +129,50 @@ class RNNLanguageModel(nn.Module):
         )
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embed(ids)  # [B, T] -> [B, T, E]
+        c = self.config
+        x = self._embed_window(ids)  # [B, T] -> [B, T, E]
+        x = self._drop_window(x, c.input_dropout, locked=True)
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
         finals = []
         for i, layer in enumerate(self.layers):
             if i > 0:
-                x = self.drop(x)
-            x, final = layer(x, tuple(s[i] for s in state))  # [B, T, H], each [B, H]
+                x = self._drop_window(x, c.dropout, c.variational)
+            x, final = self._layer_window(layer, x, tuple(s[i] for s in state))  # [B, T, H]
             finals.append(final)
-        logits = self.decoder(self.drop(x))  # [B, T, H] -> [B, T, V]
+        logits = self.decoder(self._drop_window(x, c.dropout, c.variational))  # [B, T, V]
         # Layers' finals, each [B, H] -> one [L, B, H] per state tensor.
         return logits, tuple(torch.stack(parts) for parts in zip(*finals))
+
+    def _embed_window(self, ids: Tensor) -> Tensor:
+        """The embedding of a window, with --embedding-dropout in training: a dropped token
+        is zero wherever it occurs in the window (the rows kept are scaled up)."""
+        p = self.config.embedding_dropout
+        if not (self.training and p > 0):
+            return self.embed(ids)
+        weight = self.embed.weight  # [V, E]
+        keep = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
+        return F.embedding(ids, weight * keep)
+
+    def _drop_window(self, x: Tensor, p: float, locked: bool) -> Tensor:
+        """Dropout of x [B, T, F] in training: one mask per stream for the whole window when
+        `locked` (the same units dropped at every step), else a new one per element."""
+        if not (self.training and p > 0):
+            return x
+        if not locked:
+            return F.dropout(x, p, training=True)
+        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p) / (1 - p)  # [B, 1, F]
+        return x * mask
+
+    def _layer_window(self, layer: Cell, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One layer over a window, with --weight-drop in training: its recurrent matrices
+        replaced, for this window, by a dropped copy (the gradient reaches the weights)."""
+        p = self.config.weight_drop
+        if not (self.training and p > 0):
+            return layer(x, state)
+        dropped = {n: F.dropout(w, p, training=True) for n, w in layer.named_parameters()
+                   if n in layer.recurrent_weights()}  # fmt: skip
+        return functional_call(layer, dropped, (x, state), strict=False)
 
     def step(
         self,

@@ -1,13 +1,14 @@
 """A run directory as a value: what its config.json holds (RunConfig), and making a run
 ready to train, new (create) or carried on (resume). (api.load() loads one to use it.)
 
-    config.json, format_version 2
+    config.json, format_version 3
       model, train, tokenizer   ModelConfig, TrainConfig, TokenizerConfig: every key is a
                                 setting's name (settings.py); tokenizer holds what was asked
       corpus                    CorpusConfig, and what reading it gave: sources, files,
                                 chars, sha256
       world_size                ranks of the latest session (train.batch_size is per rank)
       step, best_val_loss, best_step    progress, updated at each evaluation
+      ended                     why the run ended before its length ("patience"), or null
       versions                  charrnn, torch and python of the session that wrote it
 
 Older format versions keep loading: migrate() is the one place that reads them. Every rule
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-from charrnn import checkpoint, corpus, data, memory, settings, tokens
+from charrnn import checkpoint, corpus, data, fitting, memory, settings, tokens
 from charrnn import sample as sampling
 from charrnn.checkpoint import CheckpointError
 from charrnn.corpus import CorpusConfig
@@ -59,6 +60,7 @@ class RunConfig:
     step: int = 0
     best_val_loss: float | None = None
     best_step: int | None = None
+    ended: str | None = None  # why it ended before its length: "patience" (--patience)
     versions: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -70,6 +72,7 @@ class RunConfig:
             "corpus": {**self.corpus.to_dict(), **read},
             "world_size": self.world_size, "step": self.step,
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+            "ended": self.ended,
             "versions": self.versions,
         }  # fmt: skip
 
@@ -90,6 +93,7 @@ class RunConfig:
                 chars=int(read["chars"]), sha256=str(read["sha256"]),
                 world_size=int(data.get("world_size", 1)), step=int(data.get("step", 0)),
                 best_val_loss=data.get("best_val_loss"), best_step=data.get("best_step"),
+                ended=data.get("ended"),
                 versions=dict(data.get("versions") or {}),
             )  # fmt: skip
         except (TypeError, ValueError) as e:
@@ -115,21 +119,41 @@ def _settings(cls: type, values: dict, name: str, path: Path):
 
 
 def migrate(data: dict, path: Path) -> dict:
-    """config.json of any format version charrnn has written -> the current one's keys."""
+    """config.json of any format version charrnn has written -> the current one's keys,
+    one version's step at a time; a run keeps the behaviour it was made with."""
     version = data.get("format_version")
-    if version == 1:  # the tokenizer's kind was "type", the asked vocabulary size another key
-        tok = data.get("tokenizer")
-        if isinstance(tok, dict):
-            tok = {"tokenizer": tok.get("type"), "vocab_size": tok.get("requested_vocab_size"),
-                   "min_count": tok.get("min_count", 1)}  # fmt: skip
-        return {**data, "format_version": checkpoint.FORMAT_VERSION, "tokenizer": tok}
-    if version != checkpoint.FORMAT_VERSION:
+    if version not in MIGRATIONS and version != checkpoint.FORMAT_VERSION:
         newer = isinstance(version, int) and version > checkpoint.FORMAT_VERSION
         raise CheckpointError(
             f"{path}: format_version {version!r}; this charrnn reads 1 to "
             f"{checkpoint.FORMAT_VERSION}" + ("; upgrade charrnn to read it" if newer else "")
         )
-    return data
+    for old in range(version, checkpoint.FORMAT_VERSION):
+        data = MIGRATIONS[old](data)
+    return {**data, "format_version": checkpoint.FORMAT_VERSION}
+
+
+def _from_1(data: dict) -> dict:
+    """Format 2 named the tokenizer's kind and the asked vocabulary size as their flags."""
+    tok = data.get("tokenizer")
+    if isinstance(tok, dict):
+        tok = {"tokenizer": tok.get("type"), "vocab_size": tok.get("requested_vocab_size"),
+               "min_count": tok.get("min_count", 1)}  # fmt: skip
+    return {**data, "tokenizer": tok}
+
+
+def _from_2(data: dict) -> dict:
+    """Format 3 added settings whose defaults behave otherwise: a run made before keeps its
+    own dropout (a new mask at every step), its whole length and its learning rate."""
+    model, train = data.get("model"), data.get("train")
+    if isinstance(model, dict):
+        model = {"variational": False, **model}
+    if isinstance(train, dict):
+        train = {"patience": 0, "lr_decay": 1.0, **train}
+    return {**data, "model": model, "train": train}
+
+
+MIGRATIONS = {1: _from_1, 2: _from_2}  # format_version -> the step to the next one
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -186,10 +210,12 @@ def create(
     memory.check_training(asked.smallest, train_cfg.batch_size, train_cfg.seq_len, device)
     text = corpus.read(sources, corpus_cfg.glob, corpus_cfg.encoding_errors)
     tok, ids, how = encode_on_ranks(text, tok_cfg, corpus_cfg.documents, world)
-    model_cfg = settings.resolve(ModelConfig, asked.model_given, asked.context,
-                                 vocab_size=tok.vocab_size)  # fmt: skip
     train_ids, val_ids = data.split(ids, train_cfg.val_frac)
     train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids), world.size)
+    fitted = fit_to_text(asked, train_cfg, len(train_ids), len(val_ids), world.size, given)
+    model_cfg = settings.resolve(ModelConfig, {**fitted.model, **asked.model_given},
+                                 asked.context, vocab_size=tok.vocab_size)  # fmt: skip
+    train_cfg = settings.update(train_cfg, fitted.train)
     memory.check_training(model_cfg, train_cfg.batch_size, train_cfg.seq_len, device)
     config = RunConfig(
         model_cfg, train_cfg, tok_cfg, corpus_cfg, tuple(sources), len(text.files), text.chars,
@@ -197,6 +223,7 @@ def create(
     )  # fmt: skip
     notes = [
         ("info", describe(config, device, world, given)),
+        ("info", fitted_line(config, fitted)),
         ("warning", note),
         ("info", corpus_line(config, tok, len(train_ids), len(val_ids))),
         ("detail", how),
@@ -334,6 +361,23 @@ def encode_on_ranks(text, tok_cfg: TokenizerConfig, documents: str, world: World
     return out
 
 
+def fit_to_text(asked: Asked, train_cfg: TrainConfig, n_train: int, n_val: int, ranks: int,
+                given: Mapping[str, Any]) -> fitting.Fitted:  # fmt: skip
+    """The defaults fitted to the text's size (fitting.py), for the settings not given."""
+    streams = train_cfg.batch_size * ranks
+    windows = -(-((n_train - 1) // streams) // train_cfg.seq_len)  # as data.Streams cuts them
+    return fitting.fit(asked.context, n_train, n_val, windows, streams * train_cfg.seq_len,
+                       {k: v for k, v in given.items() if v is not None})  # fmt: skip
+
+
+def fitted_line(config: RunConfig, fitted: fitting.Fitted) -> str:
+    """What was fitted to the text, as the flags that give it, and why."""
+    shown = [d.as_flag(getattr(part, d.name))
+             for part, names in ((config.model, fitted.model), (config.train, fitted.train))
+             for d in settings.declared(type(part)) if d.name in names]  # fmt: skip
+    return f"fitted to the text ({fitted.why}): {' '.join(shown)}" if shown else ""
+
+
 def fit_batch_size(
     train_cfg: TrainConfig, n_train: int, n_val: int, ranks: int = 1
 ) -> tuple[TrainConfig, str]:
@@ -372,7 +416,8 @@ def describe(
     named = [k for k, v in given.items() if v is not None]
     flags = [f for part in (config.model, config.train, config.tokenizer, config.corpus)
              for f in settings.describe(part, named)]  # fmt: skip
-    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
+    n = torch.get_num_threads()
+    threads = f" ({n} thread{'s' if n > 1 else ''})" if device.type == "cpu" else ""
     where = f"{device}"
     if world.size > 1:
         n, b = world.size, config.train.batch_size

@@ -33,6 +33,7 @@ import torch
 from charrnn import devices, distributed, run
 from charrnn.distributed import World
 from charrnn.errors import ConfigError
+from charrnn.training.config import TrainConfig
 from charrnn.training.loop import fit
 from charrnn.training.reports import Progress, Report
 from charrnn.training.trainer import Job
@@ -104,6 +105,7 @@ class Session:
         self.request, self.world, self.device = request, world, device
         self.job: Job | None = None
         self.run_dir: Path | None = None  # once set up
+        self.config: TrainConfig | None = None  # the job's training settings, once set up
         self.last: Report | None = None
         self.stop = StopFlag()
         self._stack = ExitStack()
@@ -115,7 +117,7 @@ class Session:
                     ranks(self.request.device, self.request.collective_timeout)
                 )
             self.job = self._set_up()
-            self.run_dir = self.job.run_dir
+            self.run_dir, self.config = self.job.run_dir, self.job.config
         except BaseException:
             self._stack.close()
             raise

@@ -52,6 +52,7 @@ class Setting:
     cli: bool = True  # False: charrnn derives it (a model's vocab_size), it is not a flag
     announce: bool = False  # describe() shows it even when its default depends on nothing
     none: str | None = None  # what a default of None means, for --help ("a new one")
+    fitted: str | None = None  # the default is fitted to the text (fitting.py): how, for --help
 
 
 def setting(default: Any, help: str, **kwargs) -> Any:
@@ -259,6 +260,26 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r} is not a positive duration")
     return seconds
+
+
+def off_or(kind: type, off: Any) -> Callable[[str], Any]:
+    """A command-line parser for a number that may be `off` (meaning `off`, the value that
+    turns the setting off: `--patience off` is 0)."""
+
+    def parse(text: str) -> Any:
+        if text.strip().lower() == "off":
+            return off
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {TYPE_NAMES[kind]} or off") from None
+
+    return parse
+
+
+def shown_off(off: Any) -> Callable[[Any], str]:
+    """The text of such a value: `off` for the value that turns it off."""
+    return lambda v: "off" if v == off else (f"{v:g}" if isinstance(v, float) else str(v))
 
 
 def format_duration(seconds: float) -> str:

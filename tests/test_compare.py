@@ -273,7 +273,7 @@ def test_after_a_sigint_the_same_command_trains_only_what_is_missing(tmp_path):
     (tmp_path / "tiny.txt").write_text(TEXT * 3, encoding="utf-8")
     out = tmp_path / "out"
     args = [tmp_path / "tiny.txt", "--cells", "lstm,rnn", "--seeds", 1, "--steps", 1500,
-            "--eval-every", 50, *TINY, "--out", out]  # fmt: skip
+            "--eval-every", 50, "--patience", "off", *TINY, "--out", out]  # fmt: skip
     proc = launch(*args)
     wait_for(lambda: len(checkpoint.read_metrics(out / "rnn-seed0")) >= 2, proc)
     proc.send_signal(signal.SIGINT)

@@ -14,6 +14,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from charrnn import gradients as grads
+from charrnn.cells import Cell
 from charrnn.cli import app
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig
@@ -153,7 +154,7 @@ def test_each_gate_block_has_its_spectral_radius_and_the_whole_its_singular_valu
     assert matrix.sigma_max == pytest.approx((1 + 4 + 0.25 + 9) ** 0.5)
 
 
-class GatedByInput(nn.Module):
+class GatedByInput(Cell):
     """A cell like minGRU: h = z * h_{t-1} + (1 - z) * tanh(W x), z = sigmoid(U x); no
     weight sees h. With `sees_h`, z also reads h through a matrix not named weight_hh."""
 
@@ -179,13 +180,12 @@ def test_a_cell_without_a_recurrent_matrix_says_so_and_is_still_measured():
     assert result.spectra[0].matrices == ()
     assert result.spectra[0].note == "no recurrent matrix: its gates do not depend on h"
     assert np.isfinite(result.flows[0].norms).all() and (result.flows[0].norms > 0).all()
-    model.layers[0] = GatedByInput(4, 6, sees_h=True)
-    assert "weight_hh" in grads.spectra(model)[0].note
-    model.layers[0].recurrent_weights = {"mix.weight": ("z",)}  # a cell can name its own
+    model.layers[0] = GatedByInput(4, 6, sees_h=True)  # its h-matrix is not called weight_hh
+    note = "no recurrent matrix declared (Cell.recurrent_weights)"
+    assert grads.spectra(model)[0] == grads.Spectrum(0, (), note)
+    model.layers[0].recurrent_weights = lambda: {"mix.weight": ("z",)}  # it names its own
     (matrix,) = grads.spectra(model)[0].matrices
     assert matrix.name == "mix.weight" and [b for b, _ in matrix.blocks] == ["z"]
-    model.layers[0].recurrent_weights = {}  # or say it has none
-    assert grads.spectra(model)[0] == grads.Spectrum(0, (), "no recurrent matrix")
 
 
 def test_lags_shown_are_log_spaced_and_end_at_the_largest():

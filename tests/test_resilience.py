@@ -26,7 +26,7 @@ from charrnn.training.meters import MAX_BAD_STEPS
 from .conftest import TEXT, job, load_last, start_run
 
 ARGS = ["--layers", "1", "--hidden", "48", "--embedding", "8", "--batch-size", "4",
-        "--seq-len", "16", "--dropout", "0.2", "--seed", "3"]  # fmt: skip
+        "--seq-len", "16", "--dropout", "0.2", "--seed", "3", "--patience", "off"]  # fmt: skip
 
 
 def charrnn(*args) -> subprocess.Popen:

@@ -34,6 +34,14 @@ class Cell(nn.Module):
         """One token: x [B, I] -> (new state, h first; {gate: [B, H]} with observe, else None)."""
         raise NotImplementedError
 
+    def recurrent_weights(self) -> dict[str, tuple[str, ...]]:
+        """The recurrent matrices (R in R h), by parameter name, with the names of their
+        [H, H] blocks: what weight-drop drops and inspect-gradients takes the spectra of.
+        By default the parameter weight_hh (weight_hh_l0 in PyTorch's modules), its blocks
+        named by the gates. A cell whose gates never see h has none."""
+        return {n: self.gate_names for n, _ in self.named_parameters()
+                if n in ("weight_hh", "weight_hh_l0")}  # fmt: skip
+
     def flops_per_token(self) -> int:
         """Matmul FLOPs of one token's forward pass, 2 per multiply-add: every weight matrix
         multiplies once per token (peepholes and biases are elementwise, not counted)."""

@@ -126,10 +126,8 @@ class GreffCell(Cell):
         cls.sigmoid_gates = tuple(k for k in cls.gate_names if k != "g")
         cls.gate_weights = len(cls.gating.blocks)
 
-    @property
     def recurrent_weights(self) -> dict[str, tuple[str, ...]]:
-        """The recurrent matrices, by parameter, and the names of their [H, H] blocks (for
-        inspect-gradients' spectra): weight_hh's blocks are the variant's own."""
+        """weight_hh, its blocks the variant's own (Cell.recurrent_weights)."""
         return {"weight_hh": self.gating.blocks}
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float | None = None):

@@ -93,9 +93,6 @@ class MLSTM(Cell):
     gate_names = ("i", "f", "g", "o", "m")  # m is no gate, but what the cell multiplies by
     sigmoid_gates = ("i", "f", "o")
     gate_weights = 4
-    # h reaches the gates only through m = (W_mx x) * (W_mh h): W_mh is the recurrent
-    # matrix proper (its gain is scaled by the input, step by step).
-    recurrent_weights = {"weight_mh": ("m",)}
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float | None = None):
         super().__init__()
@@ -109,6 +106,11 @@ class MLSTM(Cell):
         init_uniform(self, H)
         if forget_bias is not None:
             self.bias.data[H : 2 * H] = forget_bias
+
+    def recurrent_weights(self) -> dict[str, tuple[str, ...]]:
+        # h reaches the gates only through m = (W_mx x) * (W_mh h): W_mh is the recurrent
+        # matrix proper (its gain is scaled by the input, step by step).
+        return {"weight_mh": ("m",)}
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x [N, I] -> W_gx x + b [N, 4H] and W_mx x [N, H], in one matmul."""

@@ -61,6 +61,8 @@ def default_text(d: Declared, default: Any = inspect.Parameter.empty) -> str:
         show = d.text
     if default is not inspect.Parameter.empty:
         parts = [show(default)] if default is not None else [d.setting.none or ""]
+    elif d.setting.fitted:
+        parts = [d.setting.fitted]
     else:
         by = d.setting.by
         label = "cpu " if any("cuda" in key for key in by) and "cpu" not in by else ""

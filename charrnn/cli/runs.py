@@ -34,7 +34,11 @@ def info(run_dir: RunDir, as_json: AsJson = False):
     table.add_row("parameters", f"{summary['parameters']:,}")
     ranks = f"; {c.world_size} ranks, --batch-size per rank" if c.world_size > 1 else ""
     table.add_row("training", " ".join(settings.flags(c.train)) + ranks)
-    table.add_row("steps", f"{c.step}")
+    ended = ""
+    if c.ended == "patience":
+        ended = (f" (ended early: no better val loss in {c.train.patience} evaluations, "
+                 f"--patience)")  # fmt: skip
+    table.add_row("steps", f"{c.step}{ended}")
     if c.best_val_loss is not None:
         bpc, ppl = summary["best_val_bpc"], summary["best_val_word_perplexity"]
         bpc = (f", {bpc:.4f} bits/char" if bpc else "") + (f", {ppl:.2f} ppl/word" if ppl else "")

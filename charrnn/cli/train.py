@@ -21,7 +21,7 @@ from charrnn.model import ModelConfig
 from charrnn.settings import format_duration
 from charrnn.tokenizers import TokenizerConfig
 from charrnn.training.config import TrainConfig
-from charrnn.training.reports import has_best
+from charrnn.training.reports import ending, has_best
 
 NOTE_STYLES = {"info": None, "warning": "yellow", "detail": "dim"}
 EXIT_NOT_SAVED = 3  # the run ended, but its last save failed: the files on disk are older
@@ -60,8 +60,8 @@ def train(
         err.quiet = not main  # only rank 0 renders; every rank still prints its errors
         show_notes(session.notes)
         reports = session.reports()
-        last = render_training(reports, session.job.config) if main else last_of(reports)
-    finish(last, session.run_dir)
+        last = render_training(reports, session.config) if main else last_of(reports)
+    finish(last, session.run_dir, session.config)
 
 
 def show_notes(notes: list[tuple[str, str]], levels: tuple[str, ...] | None = None) -> None:
@@ -71,7 +71,7 @@ def show_notes(notes: list[tuple[str, str]], levels: tuple[str, ...] | None = No
             err.print(note, style=NOTE_STYLES[level], markup=False)
 
 
-def finish(last, run_dir: Path) -> None:
+def finish(last, run_dir: Path, config: TrainConfig) -> None:
     """The end of a training command: the summary, and the exit code of how it ended."""
     if last.kind == "failed":
         typer.echo(f"charrnn: error: {last.message}", err=True)
@@ -86,7 +86,7 @@ def finish(last, run_dir: Path) -> None:
             markup=False,
         )
         raise typer.Exit(128 + last.signal)
-    if render_summary(run_dir, last):
+    if render_summary(run_dir, last, config):
         raise typer.Exit(EXIT_NOT_SAVED)
 
 
@@ -140,7 +140,7 @@ def eval_table(report) -> Table:
     return table
 
 
-def render_summary(run_dir: Path, last) -> bool:
+def render_summary(run_dir: Path, last, config: TrainConfig) -> bool:
     """The last lines: what was trained and what the run directory holds. True when the
     last save failed: the files on disk are older than the run (exit EXIT_NOT_SAVED)."""
     p, saved = last.progress, last.saved
@@ -148,6 +148,8 @@ def render_summary(run_dir: Path, last) -> bool:
         f"[bold]done[/]: {p.step} steps, {p.tokens:,} tokens in {format_duration(p.elapsed)} "
         "of training"
     )
+    if p.ended:
+        trained += f"; {ending(p, config.patience)}"
     if has_best(p):
         best = next((m for m in checkpoint.read_metrics(run_dir)
                      if m.get("step") == p.best_step), None)  # fmt: skip

@@ -14,9 +14,11 @@ from charrnn.settings import (
     at_least,
     format_duration,
     not_negative,
+    off_or,
     parse_duration,
     positive,
     setting,
+    shown_off,
     within,
 )
 
@@ -69,7 +71,21 @@ class TrainConfig:
         check=positive, group=DURATION, on_resume="change", parse=parse_duration,
         show=format_duration, metavar="DURATION",
     )  # fmt: skip
-    eval_every: int = setting(500, "Evaluate and save every N steps.", check=at_least(1))
+    eval_every: int | None = setting(
+        None, "Evaluate and save every N steps.", check=at_least(1),
+        fitted="fitted to the text: 4 times an epoch, at most 500 steps apart unless "
+        "evaluating would take over 10% of the time",
+    )  # fmt: skip
+    patience: int = setting(
+        4, "Evaluations without a better val loss before the run ends early (off: it runs "
+        "its whole length).", check=not_negative, parse=off_or(int, 0), show=shown_off(0),
+        on_resume="change", metavar="N|off",
+    )  # fmt: skip
+    lr_decay: float = setting(
+        0.5, "The learning rate is multiplied by this at each evaluation without a better "
+        "val loss (off: 1).", check=within(0, 1, low_open=True), parse=off_or(float, 1.0),
+        show=shown_off(1.0), on_resume="change", metavar="X|off",
+    )  # fmt: skip
     val_frac: float = setting(
         0.1, "The last part of the text, held out.", check=within(0, 1, True, True)
     )

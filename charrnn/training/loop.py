@@ -19,6 +19,7 @@ from charrnn.metrics import Metrics, evaluate
 from charrnn.sample import SampleConfig, sample_text
 from charrnn.training.meters import LOG_EVERY, MAX_BAD_STEPS, Meter
 from charrnn.training.reports import Report
+from charrnn.training.schedule import after_evaluation
 from charrnn.training.trainer import Job, Trainer
 
 
@@ -33,7 +34,7 @@ def fit(job: Job, should_stop: Callable[[], bool] = lambda: False) -> Iterator[R
     On several ranks every rank runs this with its own `world`; they agree after each
     step on the clock and on stopping, so all take the same decisions at the same step.
     """
-    trainer, world, config = Trainer(job), job.world, job.config
+    trainer, world = Trainer(job), job.world
     if job.resume is not None:
         trainer.restore(job.resume)
     job.model.train()
@@ -54,7 +55,7 @@ def fit(job: Job, should_stop: Callable[[], bool] = lambda: False) -> Iterator[R
         recent.add(nats, n)
         trainer.since_eval.add(nats, n)
         step = trainer.progress.step
-        evaluate_now = step % config.eval_every == 0 or trainer.done()
+        evaluate_now = step % trainer.eval_every == 0 or trainer.done()
         if step % LOG_EVERY and not evaluate_now:
             yield trainer.report("step")
             continue
@@ -93,7 +94,11 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
         train = Metrics.of(nats, tokens, chars, words)
     val = evaluate(model, trainer.val_ids, trainer.config.seq_len, trainer.tokenizer,
                    trainer.device, world, trainer.val_counts)  # fmt: skip
-    improved = trainer.save_evaluation(val, metrics_record(trainer, train, val, grads))
+    record = metrics_record(trainer, train, val, grads)  # the lr of the steps behind it
+    after_evaluation(trainer.config, p, val.loss < p.best_val_loss)  # into last/ with it
+    if p.ended:
+        record["ended"] = p.ended
+    improved = trainer.save_evaluation(val, record)
     text = None
     if world.is_main:  # only rank 0 shows it
         text = sample_text(

@@ -24,7 +24,10 @@ class Progress:
     best_step: int = 0
     skipped: int = 0  # steps skipped because the loss or gradient was not finite
     rollbacks: int = 0  # times the run went back to last/ after diverging
-    lr_scale: float = 1.0  # halved at each rollback
+    lr_scale: float = 1.0  # times --lr-decay at each evaluation without a better val loss,
+    # and halved at each rollback
+    stale: int = 0  # evaluations since the last better val loss (--patience counts them)
+    ended: str | None = None  # why the run ended before its length: "patience"
 
 
 @dataclass
@@ -55,6 +58,14 @@ class Report:
     message: str | None = None  # what went wrong: a failed save, a divergence
     saved: Saved | None = None  # what the run directory holds (rank 0's view)
     signal: int | None = None  # "stopped": the signal that stopped it
+
+
+def ending(p: Progress, patience: int) -> str:
+    """Why a run that is done ended, in words."""
+    if p.ended == "patience":
+        return (f"ended early at step {p.step}: no better val loss in {patience} evaluations "
+                f"(--patience {patience})")  # fmt: skip
+    return f"ran its length, {p.step} steps"
 
 
 def has_best(p: Progress) -> bool:

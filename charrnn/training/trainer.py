@@ -33,7 +33,7 @@ from charrnn.sample import SampleConfig
 from charrnn.training.config import PRECISIONS, TrainConfig
 from charrnn.training.meters import GradNorms, Guard, Meter, keep_state
 from charrnn.training.reports import Progress, Report, Saved
-from charrnn.training.schedule import lr_at, total_steps
+from charrnn.training.schedule import eval_interval, lr_at, total_steps
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,6 +84,9 @@ class Trainer:
         self.streams = streams_on(self.device, streams.shard(world.rank, world.size))
         self.val_ids = job.val_ids
         self.windows_per_epoch = self.streams.num_windows(config.seq_len)
+        self.eval_every = config.eval_every or eval_interval(
+            self.windows_per_epoch, len(job.val_ids), config.batch_size * config.seq_len
+        )
         # bits/char of training windows: their nats times the split's tokens-per-char ratio
         # (tokens per character, per word) of the training split, for the metrics of the
         # training windows; the validation split's counts, once for every evaluation
@@ -110,7 +113,7 @@ class Trainer:
         return self.progress.step / self.total_steps
 
     def done(self) -> bool:
-        return self.progress_frac() >= 1.0
+        return self.progress.ended is not None or self.progress_frac() >= 1.0
 
     def lr(self) -> float:
         p = self.progress
@@ -200,6 +203,7 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.progress = p = Progress(**saved["progress"])
         self.saved.last_step = p.step  # what it was restored from is on disk
+        p.ended = None  # a run that ended early and is resumed carries on (its count too)
         streams = self.config.batch_size * self.world.size
         if saved["state"] and saved["state"][0].shape[1] != streams:
             raise CheckpointError(
@@ -239,7 +243,7 @@ class Trainer:
                     checkpoint.save_weights(self.run_dir, self.module)
                     p.best_val_loss, p.best_step = val.loss, p.step
                 progress = {"step": p.step, "best_val_loss": p.best_val_loss,
-                            "best_step": p.best_step}  # fmt: skip
+                            "best_step": p.best_step, "ended": p.ended}  # fmt: skip
                 checkpoint.update_config(self.run_dir, progress)
                 checkpoint.append_metrics(self.run_dir, record)
             except OSError as e:

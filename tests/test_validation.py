@@ -1,0 +1,249 @@
+"""Validation decides, and the defaults fit the text: evaluations as often as the text needs,
+the learning rate down and the run ended when val loss stops improving (exact resume of a
+run that ended so), defaults fitted to the training split's size, the regularisers of the
+LSTM language-model literature on every cell, and old runs keeping their behaviour."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charrnn import fitting, run, settings
+from charrnn.cells import CELLS
+from charrnn.cli import app
+from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.tokenizers import CharTokenizer
+from charrnn.training.config import TrainConfig
+from charrnn.training.loop import fit
+from charrnn.training.reports import Progress
+from charrnn.training.schedule import after_evaluation, eval_interval
+
+from .conftest import TEXT, cli_train, job, load_last, start_run
+
+runner = CliRunner()
+# Letters at random: nothing of the training split predicts the validation split, so a
+# model that learns the first only gets worse on the second.
+NOISE = "".join(random.Random(0).choice("abcdefgh \n") for _ in range(6000))
+
+
+def test_an_evaluation_without_a_better_loss_lowers_the_lr_and_patience_ends_the_run():
+    config = TrainConfig(steps=100, patience=3, lr_decay=0.5)
+    p = Progress()
+    after_evaluation(config, p, improved=True)
+    assert (p.stale, p.lr_scale, p.ended) == (0, 1.0, None)
+    after_evaluation(config, p, improved=False)
+    after_evaluation(config, p, improved=False)
+    assert (p.stale, p.lr_scale, p.ended) == (2, 0.25, None)
+    after_evaluation(config, p, improved=True)  # a better one: the count starts again
+    assert (p.stale, p.lr_scale) == (0, 0.25)
+    for _ in range(3):
+        after_evaluation(config, p, improved=False)
+    assert (p.stale, p.ended) == (3, "patience")
+    off = TrainConfig(steps=100, patience=0, lr_decay=1.0)
+    q = Progress()
+    for _ in range(20):
+        after_evaluation(off, q, improved=False)
+    assert (q.lr_scale, q.ended) == (1.0, None)  # the old behaviour
+
+
+def test_evaluations_come_several_times_an_epoch_within_a_share_of_the_time():
+    assert eval_interval(44, 10_000, 2048) == 11  # 100 KB: 4 an epoch
+    assert eval_interval(490, 111_540, 2048) == 123  # tiny-shakespeare: 4 an epoch
+    assert eval_interval(50_000, 100_000, 2048) == 500  # a long epoch: every 500 steps
+    assert eval_interval(50_000, 2_000_000, 2048) == 2198  # a big val split: 10% of the time
+    assert eval_interval(1, 10, 2048) == 1
+
+
+def test_patience_and_lr_decay_take_off_on_the_command_line():
+    d = {x.name: x for x in settings.declared(TrainConfig)}
+    assert d["patience"].setting.parse("off") == 0 and d["patience"].text(0) == "off"
+    assert d["lr_decay"].setting.parse("off") == 1.0 and d["lr_decay"].text(0.5) == "0.5"
+    with pytest.raises(ValueError, match="not a whole number or off"):
+        d["patience"].setting.parse("never")
+
+
+def test_a_run_that_stops_improving_ends_early_and_says_why_everywhere(tmp_path):
+    run_dir = cli_train(
+        tmp_path,
+        NOISE,
+        "--steps",
+        "2000",
+        "--eval-every",
+        "4",
+        "--patience",
+        "3",
+        "--hidden",
+        "64",
+        "--lr",
+        "0.02",
+        "--dropout",
+        "0",
+    )
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["ended"] == "patience" and config["step"] < 2000
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["ended"] == "patience" and metrics[-1]["step"] == config["step"]
+    assert all("ended" not in m for m in metrics[:-1])
+    assert metrics[-1]["lr"] < max(m["lr"] for m in metrics) / 2  # it came down first
+    info = runner.invoke(app, ["info", str(run_dir)])
+    assert "ended early: no better val loss in 3 evaluations" in " ".join(info.stdout.split())
+    summary = json.loads(runner.invoke(app, ["info", str(run_dir), "--json"]).stdout)
+    assert summary["ended"] == "patience"
+
+
+def test_the_summary_says_the_run_ended_early(tmp_path):
+    (tmp_path / "noise.txt").write_text(NOISE, encoding="utf-8")
+    result = runner.invoke(app, ["train", str(tmp_path / "noise.txt"), "--run-dir",
+                                 str(tmp_path / "r"), "--steps", "2000", "--eval-every", "4",
+                                 "--patience", "2", "--hidden", "64", "--batch-size", "4",
+                                 "--seq-len", "16", "--lr", "0.02"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ended early at step" in result.stderr and "(--patience 2)" in result.stderr
+
+
+def noise_run(tmp_path, name: str, patience: int, resume=None):
+    tok = CharTokenizer.fit(NOISE)
+    ids = np.concatenate([[0], tok.encode(NOISE)]).astype(np.int32)
+    config = TrainConfig(seq_len=16, batch_size=4, steps=120, eval_every=4, warmup_steps=2,
+                         lr=0.02, patience=patience)  # fmt: skip
+    if resume is not None:
+        model, saved = load_last(tmp_path / name)
+    else:
+        torch.manual_seed(0)
+        model = RNNLanguageModel(ModelConfig(tok.vocab_size, hidden=32, embedding=8,
+                                             dropout=0.1, weight_drop=0.2))  # fmt: skip
+        start_run(tmp_path / name, model, tok)
+        saved = None
+    reports = list(fit(job(model, tok, ids, config, tmp_path / name, resume=saved)))
+    return model, reports
+
+
+def test_a_run_ended_early_resumes_exactly_as_if_it_had_not_ended(tmp_path):
+    whole, reports = noise_run(tmp_path, "whole", patience=0)
+    assert reports[-1].progress.step == 120 and reports[-1].progress.ended is None
+    _, cut = noise_run(tmp_path, "cut", patience=3)
+    assert cut[-1].kind == "done" and cut[-1].progress.ended == "patience"
+    assert cut[-1].progress.step < 120 and cut[-1].progress.lr_scale < 1  # decayed, saved
+    resumed, more = noise_run(tmp_path, "cut", patience=0, resume=True)
+    assert more[-1].progress.step == 120
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_defaults_are_fitted_to_the_text_and_a_flag_wins(tmp_path):
+    small = cli_train(tmp_path, TEXT, "--steps", "2", name="small")  # conftest's TINY sizes
+    config = json.loads((small / "config.json").read_text())
+    tokens = int(len(TEXT) * 0.9) + 1
+    assert config["model"]["dropout"] == fitting.by_size(fitting.DROPOUT["char"], tokens) > 0
+    given = cli_train(tmp_path, TEXT, "--steps", "2", "--dropout", "0.05", name="given")
+    assert json.loads((given / "config.json").read_text())["model"]["dropout"] == 0.05
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    first = runner.invoke(app, ["train", str(tmp_path / "t.txt"), "--steps", "1", "--hidden",
+                                "8", "--run-dir", str(tmp_path / "r")])  # fmt: skip
+    line = next(x for x in first.stderr.splitlines() if x.startswith("fitted to the text"))
+    assert f"({tokens:,} train tokens, " in line and "--dropout 0.3 --eval-every" in line
+
+
+def test_the_fitted_tables_take_the_first_row_the_size_is_under():
+    table = ((100, "a"), (1000, "b"), (None, "c"))
+    assert [fitting.by_size(table, n) for n in (0, 99, 100, 999, 1000, 10**9)] == list("aabbcc")
+
+
+# The regularisers ----------------------------------------------------------------------
+
+
+def regularised(cell="lstm", **given):
+    torch.manual_seed(0)
+    kinds = {"dropout": 0.0, "input_dropout": 0.0, "embedding_dropout": 0.0, "weight_drop": 0.0}
+    return RNNLanguageModel(ModelConfig(12, cell=cell, layers=2, hidden=8, embedding=8,
+                                        **{**kinds, **given}))  # fmt: skip
+
+
+def test_variational_dropout_keeps_one_mask_for_the_whole_window():
+    model = regularised(dropout=0.5).train()
+    x = torch.ones(3, 7, 8)
+    out = model._drop_window(x, 0.5, locked=True)  # [B, T, F]
+    assert torch.equal(out, out[:, :1].expand_as(out))  # the same units at every step
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    free = model._drop_window(x, 0.5, locked=False)
+    assert not torch.equal(free, free[:, :1].expand_as(free))
+
+
+def test_embedding_dropout_drops_whole_tokens():
+    model = regularised(embedding_dropout=0.5).train()
+    ids = torch.tensor([[3, 3, 5, 5, 3, 5, 3, 5]] * 4)
+    x = model._embed_window(ids)  # [B, T, E]
+    for token in (3, 5):
+        rows = x[ids == token]  # every occurrence: all dropped, or all kept (scaled)
+        assert torch.equal(rows, rows[:1].expand_as(rows))
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_every_regulariser_acts_in_training_only(cell):
+    ids = torch.randint(0, 12, (2, 9))
+    plain = regularised(cell).eval()
+    every = regularised(cell, dropout=0.3, input_dropout=0.3, embedding_dropout=0.3,
+                        weight_drop=0.5)  # fmt: skip
+    every.eval()
+    assert torch.equal(plain(ids)[0], every(ids)[0])  # the same weights, nothing dropped
+    every.train()
+    torch.manual_seed(1)
+    changed = every(ids)[0]
+    assert not torch.equal(changed, plain(ids)[0])
+    changed.sum().backward()  # the gradient reaches every weight, the dropped ones too
+    for name, p in every.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # weight-drop has something to drop in every cell whose gates see h
+    assert bool(every.layers[0].recurrent_weights()) == (cell != "mingru")
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_every_cell_with_every_regulariser_resumes_bit_identically(tmp_path, cell):
+    tok = CharTokenizer.fit(TEXT)
+    ids = np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
+    config = TrainConfig(seq_len=8, batch_size=3, steps=8, eval_every=4, warmup_steps=2)
+
+    def model():
+        torch.manual_seed(0)
+        return RNNLanguageModel(ModelConfig(tok.vocab_size, cell=cell, layers=2, hidden=8,
+                                            embedding=4, dropout=0.2, input_dropout=0.1,
+                                            embedding_dropout=0.1, weight_drop=0.3))  # fmt: skip
+
+    whole = model()
+    start_run(tmp_path / "a", whole, tok)
+    list(fit(job(whole, tok, ids, config, tmp_path / "a")))
+    cut = model()
+    start_run(tmp_path / "b", cut, tok)
+    reports = []
+    for r in fit(job(cut, tok, ids, config, tmp_path / "b"),
+                 lambda: bool(reports) and reports[-1].progress.step >= 5):  # fmt: skip
+        reports.append(r)
+    resumed, saved = load_last(tmp_path / "b")
+    list(fit(job(resumed, tok, ids, config, tmp_path / "b", resume=saved)))
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_the_regularisers_are_flags_and_a_run_samples_with_them(tmp_path):
+    run_dir = cli_train(tmp_path, TEXT, "--steps", "4", "--input-dropout", "0.2",
+                        "--embedding-dropout", "0.1", "--weight-drop", "0.3",
+                        "--no-variational")  # fmt: skip
+    model = json.loads((run_dir / "config.json").read_text())["model"]
+    assert (model["input_dropout"], model["embedding_dropout"]) == (0.2, 0.1)
+    assert (model["weight_drop"], model["variational"]) == (0.3, False)
+    sampled = runner.invoke(app, ["sample", str(run_dir), "--length", "20", "--seed", "1"])
+    assert sampled.exit_code == 0 and len(sampled.stdout) == 21
+    bad = runner.invoke(app, ["train", "--weight-drop", "1", "--steps", "1"])
+    assert bad.exit_code == 2 and "--weight-drop must be in [0, 1)" in bad.stderr
+
+
+def test_a_format_2_run_keeps_its_dropout_its_length_and_its_lr():
+    old = {"format_version": 2, "model": {"cell": "lstm", "dropout": 0.2},
+           "train": {"steps": 100, "eval_every": 500}, "tokenizer": {}}  # fmt: skip
+    new = run.migrate(old, None)
+    assert new["format_version"] == 3 and new["model"]["variational"] is False
+    assert (new["train"]["patience"], new["train"]["lr_decay"]) == (0, 1.0)
+    assert run.migrate(new, None) == new  # the current format: as it is
