@@ -3,6 +3,8 @@ and render its reports: progress bar, tables, samples, summary, exit code."""
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -98,19 +100,40 @@ def last_of(reports):
     return last
 
 
+FULL_EVERY = 20.0  # seconds: evaluations closer than this to the last table get a line
+
+
 def render_training(reports, train_cfg: TrainConfig):
-    """Show fit()'s reports: a progress bar, a table and a sample at each evaluation."""
-    last = None
+    """Show fit()'s reports: a progress bar; at an evaluation a table and a sample, or,
+    when evaluations come faster than one every FULL_EVERY seconds (a small text), a line."""
+    last, shown = None, -math.inf
     with bars() as progress:
         bar = RunBar(progress)
         for last in reports:
             bar.update(last, train_cfg)
-            if last.val is not None:
-                progress.console.print(eval_table(last))
-                title = f"sample at step {last.progress.step}"
-                progress.console.print(Panel(Text(last.sample or ""), title=title,
-                                             title_align="left"))  # fmt: skip
+            if last.val is None:
+                continue
+            if time.monotonic() - shown < FULL_EVERY:
+                progress.console.print(eval_line(last, train_cfg), markup=False)
+                continue
+            shown = time.monotonic()
+            progress.console.print(eval_table(last))
+            title = f"sample at step {last.progress.step}"
+            progress.console.print(Panel(Text(last.sample or ""), title=title,
+                                         title_align="left"))  # fmt: skip
     return last
+
+
+def eval_line(report, train_cfg: TrainConfig) -> str:
+    """An evaluation in one line: the losses, and where the run stands with --patience."""
+    p = report.progress
+    train = f" (train {report.train.loss:.4f})" if report.train else ""
+    head = f"step {p.step} · epoch {p.epoch + 1} · val {report.val.loss:.4f}{train}"
+    if report.improved:
+        return f"{head} · new best"
+    patience = f" of --patience {train_cfg.patience}" if train_cfg.patience else ""
+    return (f"{head} · best {p.best_val_loss:.4f} at step {p.best_step} · {p.stale} without "
+            f"a better one{patience} · lr {report.lr:.3g}")  # fmt: skip
 
 
 def eval_table(report) -> Table:
