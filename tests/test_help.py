@@ -4,13 +4,23 @@ default stated, no Python type names, whole sentences, and option help that fits
 import re
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from charrnn.cli import app
 
-COMMANDS = [[], ["train"], ["sample"], ["inspect-neurons"], ["inspect-gradients"], ["info"],
-            ["eval"], ["compare"], ["plot"], ["bench"], ["bench", "train"],
-            ["bench", "sample"]]  # fmt: skip
+
+def every_command() -> list[list[str]]:
+    """charrnn itself and every command and group registered, by their command lines."""
+    group = typer.main.get_command(app)
+    found = [[]]
+    for name, cmd in group.commands.items():
+        found.append([name])
+        found += [[name, sub] for sub in getattr(cmd, "commands", {})]
+    return found
+
+
+COMMANDS = every_command()
 runner = CliRunner()
 
 
