@@ -3,7 +3,9 @@
 Routes:
 
     GET  /                  the page to write with a model (page.html, this package's data)
-    GET  /health            {"status": "ok", ...}
+    GET  /health            {"status": "ok", "in_flight": N, "models": {name: {"rows",
+                            "steps", "tokens"}}}: rows in the batch now; model steps and
+                            tokens made so far (tokens / steps: the mean batch)
     GET  /v1/models         the runs served, by name (the run directory's name)
     GET  /v1/models/{name}
     POST /v1/completions    OpenAI's completions (protocol.py), streamed as server-sent
@@ -38,7 +40,7 @@ from charrnn.serve import page, protocol
 from charrnn.serve.config import Limits
 from charrnn.serve.engine import Engine
 from charrnn.serve.protocol import RequestError, http_message
-from charrnn.serve.reply import EventStream, Reply
+from charrnn.serve.reply import SHUTDOWN, EventStream, Reply
 
 log = logging.getLogger("charrnn.serve")
 
@@ -117,8 +119,9 @@ class Server:
     # Routes ------------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "models": list(self.runs),
-                             "in_flight": self.in_flight})  # fmt: skip
+        models = {name: {"rows": e.busy, "steps": e.steps, "tokens": e.tokens}
+                  for name, e in self.engines.items()}  # fmt: skip
+        return JSONResponse({"status": "ok", "in_flight": self.in_flight, "models": models})
 
     async def models(self, request: Request) -> Response:
         cards = [model_card(name, run) for name, run in self.runs.items()]
@@ -132,7 +135,7 @@ class Server:
         return JSONResponse(model_card(name, self.runs[name]))
 
     async def page(self, request: Request) -> Response:
-        return HTMLResponse(page.html(list(self.runs)), headers=page.HEADERS)
+        return HTMLResponse(page.html(), headers=page.HEADERS)
 
     async def score(self, request: Request) -> Response:
         with self.slot():
@@ -160,6 +163,8 @@ class Server:
             return EventStream(reply, self.release)
         try:
             return JSONResponse(await reply.whole(request.receive))
+        except asyncio.CancelledError:  # shutting down, past --shutdown-timeout
+            return await _refused(request, SHUTDOWN)
         finally:
             reply.close()
             self.release()

@@ -92,6 +92,7 @@ class Engine:
         self.reading: list[Job] = []
         self.wake = threading.Condition()
         self.closed = False
+        self.steps = self.tokens = 0  # model steps taken, tokens made: their ratio is the batch
         self.thread = threading.Thread(target=self._loop, name=f"charrnn-{run.dir.name}",
                                        daemon=True)  # fmt: skip
         self.thread.start()
@@ -253,6 +254,7 @@ class Engine:
         and run the model one step on the rest."""
         ids = self._pick(self.logits)  # [B]
         tokens, eos = ids.tolist(), self.tokenizer.eos_id
+        self.steps, self.tokens = self.steps + 1, self.tokens + len(tokens)
         chosen = top = None
         if self.logprobs is not None:  # the model's own distribution, as OpenAI reports it
             logp = self.logits.float().log_softmax(-1)

@@ -20,6 +20,10 @@ def template() -> str:
     return resources.files("charrnn.serve").joinpath("page.html").read_text(encoding="utf-8")
 
 
-def html(models: list[str]) -> str:
-    """The page (it asks /v1/models for the models itself; `models` only titles it)."""
-    return template().replace("__CSP__", CSP)
+# A <meta> policy cannot say frame-ancestors (the header does).
+META_CSP = CSP.replace("; frame-ancestors 'none'", "")
+
+
+def html() -> str:
+    """The page; it asks /v1/models for the models itself."""
+    return template().replace("__CSP__", META_CSP)

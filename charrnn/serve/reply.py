@@ -10,6 +10,7 @@ it goes, the request's rows leave the batch). The app (app.py) owns the routes a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -28,6 +29,10 @@ from charrnn.tokenizers import on_unknown_or_default
 
 FINGERPRINT = f"charrnn-{version.__version__}"
 GONE = (None, None)  # put in a reply's queue when its client has gone
+SHUTDOWN = RequestError(
+    "the server is shutting down; this request was cancelled (past --shutdown-timeout)",
+    None, 503, "shutting_down", "server_error",
+)  # fmt: skip
 
 
 class Reply:
@@ -169,6 +174,10 @@ class EventStream(StreamingResponse):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the connection broke while a chunk was sent
             pass
+        except asyncio.CancelledError:  # shutting down, past --shutdown-timeout: cut short
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": event(SHUTDOWN.body()),
+                            "more_body": False})  # fmt: skip
         finally:
             watch.cancel()
             self.reply.close()
