@@ -30,7 +30,7 @@ from dataclasses import asdict
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -110,6 +110,8 @@ class Server:
 
         try:
             await asyncio.wait_for(read(), self.limits.read_timeout)
+        except ClientDisconnect:  # nobody reads the answer; the log says 400
+            raise RequestError("the client went away before its body was read") from None
         except asyncio.TimeoutError:
             wait = self.limits.read_timeout
             raise RequestError(f"the body took more than {wait:g} s to arrive (--read-timeout)",
