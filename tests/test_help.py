@@ -10,7 +10,7 @@ from charrnn.cli import app
 
 COMMANDS = [[], ["train"], ["sample"], ["inspect-neurons"], ["inspect-gradients"], ["info"],
             ["eval"], ["compare"], ["plot"], ["bench"], ["bench", "train"],
-            ["bench", "sample"]]  # fmt: skip
+            ["bench", "sample"], ["serve"], ["export"]]  # fmt: skip
 runner = CliRunner()
 
 

@@ -8,6 +8,7 @@ transport and batching, and nothing else."""
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import json
 import math
 import shutil
@@ -280,3 +281,71 @@ def test_two_runs_of_one_name_are_refused(run_dir, tmp_path):
     shutil.copytree(run_dir, other)
     result = CliRunner().invoke(app, ["serve", str(run_dir), str(other)])
     assert result.exit_code == 2 and "two runs named 'tiny'" in result.output
+
+
+# The page, in a browser --------------------------------------------------------------------
+
+
+def browser():
+    """Headless Chromium driven by chromedriver (Debian's chromium and chromium-driver)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--window-size=1200,800"):  # fmt: skip
+        options.add_argument(flag)
+    options.binary_location = CHROMIUM
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None or shutil.which("chromedriver") is None
+    or importlib.util.find_spec("selenium") is None,
+    reason="needs chromium, chromium-driver and selenium",
+)  # fmt: skip
+
+
+@needs_browser
+def test_the_page_streams_a_continuation_and_shows_the_guesses(server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = httpx.get(server.url + "/", timeout=30)
+    assert "connect-src 'self'" in page.headers["content-security-policy"]
+    assert "default-src 'none'" in page.text and "<script src" not in page.text
+    driver = browser()
+    try:
+        state = lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-state")  # noqa: E731
+        driver.get(server.url + "/")
+        WebDriverWait(driver, 30).until(lambda _: state() == "idle")
+        text = driver.find_element(By.ID, "text")
+        text.send_keys("First Citizen:\nBefore we")
+        rows = lambda: driver.find_elements(By.CSS_SELECTOR, "#guesses .guess")  # noqa: E731
+        WebDriverWait(driver, 30).until(lambda _: len(rows()) == 5)
+        asked = post(server, {"prompt": "First Citizen:\nBefore we", "max_tokens": 1,
+                              "logprobs": 5, "temperature": 0}).json()  # fmt: skip
+        top = asked["choices"][0]["logprobs"]["top_logprobs"][0]
+        best = max(top, key=top.get)
+        first = rows()[0].text.split()
+        assert first[0] == {" ": "␣", "\n": "⏎"}.get(best, best)
+        assert first[-1] == f"{100 * math.exp(top[best]):.1f}%"
+        length = driver.find_element(By.ID, "length")
+        length.clear()
+        length.send_keys("40")
+        driver.find_element(By.ID, "write").click()
+        WebDriverWait(driver, 60).until(lambda _: state() in ("done", "error"))
+        status = driver.find_element(By.ID, "status").text
+        assert state() == "done", status
+        assert status.startswith("40 pieces in")  # streamed: one event per character
+        written = text.get_attribute("value")
+        assert written.startswith("First Citizen:\nBefore we") and len(written) == 24 + 40
+        fetched = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert fetched and all(url.startswith(server.url + "/v1/") for url in fetched)
+        driver.save_screenshot(str(tmp_path / "page.png"))
+    finally:
+        driver.quit()
