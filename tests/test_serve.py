@@ -349,3 +349,34 @@ def test_the_page_streams_a_continuation_and_shows_the_guesses(server, tmp_path)
         driver.save_screenshot(str(tmp_path / "page.png"))
     finally:
         driver.quit()
+
+
+def test_word_and_bpe_models_served_together(tmp_path):
+    """Two runs on one server, each under its name: a word model (its spaces made between
+    tokens, <unk> for unknown words) and a byte-fallback BPE model; each makes what
+    `charrnn sample --seed` makes, whole or streamed."""
+    small = ["--steps", "2", "--eval-every", "2", "--hidden", "16", "--embedding", "16"]
+    word = cli_train(tmp_path, TEXT, "--tokenizer", "word", *small, name="words")
+    bpe = cli_train(tmp_path, TEXT + "Café résumé naïve.\n", "--tokenizer", "bpe",
+                    "--vocab-size", "300", *small, name="pieces")  # fmt: skip
+    served = ServerProcess([word, bpe])
+    try:
+        client = openai.OpenAI(base_url=served.url + "/v1", api_key="none", max_retries=0)
+        assert {m.id for m in client.models.list().data} == {"words", "pieces"}
+        for name, path in (("words", word), ("pieces", bpe)):
+            run = api.load(path)
+            want = run.sample("All speak", length=30, seed=4)[0]
+            made = client.completions.create(model=name, prompt="All speak", max_tokens=30,
+                                             seed=4, logprobs=2)  # fmt: skip
+            assert made.choices[0].text == want, name
+            assert len(made.choices[0].logprobs.tokens) == 30
+            streamed = client.completions.create(model=name, prompt="All speak",
+                                                 max_tokens=30, seed=4, stream=True)  # fmt: skip
+            assert "".join(c.choices[0].text for c in streamed) == want, name
+        unknown = post(served, {"model": "words", "prompt": "zyzzyva speak", "max_tokens": 3})
+        assert unknown.status_code == 200  # a word model reads unknown words as <unk>
+        refused = post(served, {"model": "words", "prompt": "zyzzyva", "on_unknown": "error"})
+        assert refused.status_code == 400 and "zyzzyva" in refused.json()["error"]["message"]
+        assert post(served, {"prompt": "a"}).json()["error"]["param"] == "model"  # which one?
+    finally:
+        assert served.stop() == 0, served.text
