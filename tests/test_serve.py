@@ -75,6 +75,10 @@ def test_openai_client_completion_is_charrnn_samples_text(client, run):
     assert made.id.startswith("cmpl-")
     assert made.usage.prompt_tokens == 5 and made.usage.completion_tokens == 40
     assert made.usage.total_tokens == 45
+    top_k = client.completions.create(
+        model="tiny", prompt="First", max_tokens=40, seed=7, extra_body={"top_k": 3}
+    )  # charrnn's own field
+    assert top_k.choices[0].text == run.sample("First", length=40, seed=7, top_k=3)[0]
 
 
 def test_openai_client_stream_is_the_same_text_piece_by_piece(client):
