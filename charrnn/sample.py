@@ -74,12 +74,13 @@ def sample_config(tokenizer, documents: str, allow_unk: bool = False, **options)
     return settings.resolve(SampleConfig, given, banned_ids=tuple(banned))
 
 
-def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Set to -inf every logit outside the top k and outside the top-p nucleus. [B, V]."""
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | Tensor | None) -> Tensor:
+    """Set to -inf every logit outside the top k and outside the top-p nucleus. [B, V].
+    `top_p` may be one p per row, [B, 1] (the server's rows each have their own)."""
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [B, 1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
+    if top_p is not None and (isinstance(top_p, Tensor) or top_p < 1.0):
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         # Drop a token when the tokens before it already reach p; the first always stays.
@@ -305,12 +306,14 @@ def sample_text(model, tokenizer, prime: str, config: SampleConfig, generator=No
     return [tokenizer.decode([i for i in row if i != tokenizer.eos_id]) for row in ids.tolist()]
 
 
-def prime_ids(tokenizer, prime: str, on_unknown: str | None = None) -> list[int]:
+def prime_ids(
+    tokenizer, prime: str, on_unknown: str | None = None, where: str = "--prime"
+) -> list[int]:
     """<eos> then the prime's ids: a sample starts where every document starts.
-    UnknownSymbols (naming them and --on-unknown) for symbols the model never saw;
-    `on_unknown` None: the model's default."""
+    UnknownSymbols (naming them, as `where`, and --on-unknown) for symbols the model
+    never saw; `on_unknown` None: the model's default."""
     on_unknown = on_unknown_or_default(tokenizer, on_unknown)
-    unknown_note(tokenizer, prime, on_unknown, "--prime", empty_ok=True)
+    unknown_note(tokenizer, prime, on_unknown, where, empty_ok=True)
     return [tokenizer.eos_id, *tokenizer.encode(prime, on_unknown).tolist()]
 
 
@@ -350,19 +353,40 @@ def texts(
     yield from (continuation(tokenizer, prime, m) for m in made[given:])
 
 
+class Pieces:
+    """The text of one sample as it is made, a token at a time: `add(id)` gives what the
+    token adds to the text, once it decodes whole ("" while the bytes of one character
+    from a byte-fallback BPE model are still coming; then the character). Each token is
+    decoded after the CONTEXT ids before it, so a text of any length costs the same per
+    token; `rest()` gives what is held back at the end (a half character, as U+FFFD)."""
+
+    def __init__(self, tokenizer, prime: list[int]):
+        self.tokenizer, self.before, self.held = tokenizer, list(prime[-CONTEXT:]), []
+
+    def add(self, token: int) -> str:
+        self.held.append(token)
+        text = continuation(self.tokenizer, self.before, self.held)
+        if text.endswith("\ufffd") and len(self.held) < 4:  # at most 4 UTF-8 bytes a character
+            return ""
+        self.before = (self.before + self.held)[-CONTEXT:]
+        self.held = []
+        return text
+
+    def rest(self) -> str:
+        text = continuation(self.tokenizer, self.before, self.held) if self.held else ""
+        self.before, self.held = (self.before + self.held)[-CONTEXT:], []
+        return text
+
+
 def _pieces(steps, tokenizer, prime: list[int]) -> Iterator[str]:
-    """One sample's text as it is made: the whole sample is decoded again at each token,
-    and what is new is given once it does not end in a half character (U+FFFD)."""
-    ids: list[int] = []
-    written = 0
+    """One sample's text as it is made (Pieces), each piece once it decodes whole."""
+    pieces = Pieces(tokenizer, prime)
     for step, _ in steps:  # one sample: generate() ends the moment it says <eos>
         if step[0].item() == tokenizer.eos_id:
             break
-        ids.append(step[0].item())
-        text = continuation(tokenizer, prime, ids)
-        if not text.endswith("\ufffd"):
-            yield text[written:]
-            written = len(text)
-    rest = continuation(tokenizer, prime, ids)[written:]
+        piece = pieces.add(step[0].item())
+        if piece:
+            yield piece
+    rest = pieces.rest()
     if rest:
         yield rest

@@ -2,6 +2,7 @@
 cache of the session's own (never the user's ~/.cache)."""
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -140,3 +141,51 @@ def small_disk(tmp_path):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
+
+
+# A real server process ------------------------------------------------------------------
+
+
+class ServerProcess:
+    """`python -m charrnn serve RUN... --port 0 ARGS` in a process of its own; `url` once
+    it listens (the port it said on stderr). `stop()` sends SIGTERM and returns the exit
+    code; what it wrote on stderr is in `log`."""
+
+    def __init__(self, runs: list[Path], *args: str, cwd: Path | None = None):
+        import sys
+        import threading
+
+        command = [sys.executable, "-m", "charrnn", "serve", *map(str, runs), "--port", "0", *args]
+        self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.log: list[str] = []
+        found = threading.Event()
+
+        def drain():  # the access log fills a pipe nobody reads
+            for line in self.process.stderr:
+                self.log.append(line)
+                found.set() if line.startswith("serving ") else None
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not found.wait(60):
+            self.process.kill()
+            raise AssertionError("the server did not start:\n" + "".join(self.log))
+        self.url = re.search(r"http://\S+?:\d+", self.log[-1])[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def get(self, path: str) -> dict:
+        import httpx
+
+        return httpx.get(self.url + path, timeout=30).json()
+
+    def stop(self, timeout: float = 60) -> int:
+        import signal
+
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self.process.stdout.close()
+        return code
+
+    @property
+    def text(self) -> str:
+        return "".join(self.log)

@@ -29,6 +29,12 @@ Substitutions, so that a page runs in seconds (these and no others):
   conftest's TEXT and a pangram, repeated); the .py files are modules of PYTHON_MODULES, so
   a run on `python` knows their characters.
 
+A `charrnn serve ...` line starts a real server (a process of its own, on a free port
+instead of the one the line gives) that serves the rest of the page: a `curl ...` line
+runs with curl (with --fail-with-body, so an error fails it), and in the Python blocks the
+port of the page's URLs is the server's. At the page's end it gets SIGTERM and must exit
+0. A `charrnn export ...` line runs as any charrnn line does.
+
 Lines that cannot run here are skipped by the patterns of SKIP (pip, venvs, builds,
 torchrun, git, apt-get, the tests themselves, the bench/ scripts, which take minutes); every
 other line must run. A new page is tested as it is added, and must be linked from the
@@ -42,6 +48,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +60,7 @@ from typer.testing import CliRunner
 from charrnn import corpus
 from charrnn.cli import app
 
-from .conftest import SHARED, TEXT, TINY
+from .conftest import SHARED, TEXT, TINY, ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -89,6 +96,8 @@ FILES = {
 PRINTS = {
     "README.md": ["bits/char"],
     "python-api.md": ["val loss", "bits/char", "no/such/run: no such run directory"],
+    "serving.md": ["CompletionUsage(completion_tokens=60"],
+    "export.md": ["def "],
 }
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
 INPUT = (
@@ -221,8 +230,48 @@ def substitute(args: list[str], where: str) -> list[str]:
 # Running a page -------------------------------------------------------------------------
 
 
-def run_command(command: Command) -> None:
+@dataclass
+class Servers:
+    """The servers a page's `charrnn serve` lines started, and the port its URLs name."""
+
+    running: list = field(default_factory=list)
+    shown_port: str | None = None  # the port the page's lines give (--port N)
+
+    def start(self, args: list[str]) -> None:
+        self.shown_port = value(args, "--port") or "8000"
+        runs = [a for a in without(args[1:], {"--port", "--host"}) if not a.startswith("-")]
+        options = [a for a in without(args[1:], {"--port", "--host"}) if a not in runs]
+        self.running.append(ServerProcess([Path(r) for r in runs], *options, cwd=Path.cwd()))
+
+    def rewrite(self, text: str) -> str:
+        """The page's URLs pointed at the last server started."""
+        if not self.running:
+            return text
+        port = str(self.running[-1].port)
+        return re.sub(rf"(127\.0\.0\.1|localhost):{self.shown_port}\b", rf"\1:{port}", text)
+
+    def curl(self, command: Command) -> None:
+        assert self.running, f"{command.where}: curl before any charrnn serve line"
+        words = [self.rewrite(w) for w in command.words]
+        done = subprocess.run([words[0], "--fail-with-body", "--max-time", "60", *words[1:]],
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, f"{command.where}: {shlex.join(words)}\n{done.stdout}"
+        assert done.stdout.strip(), f"{command.where}: {shlex.join(words)} printed nothing"
+
+    def stop(self) -> None:
+        for server in self.running:
+            assert server.stop() == 0, server.text
+            assert "Traceback" not in server.text, server.text
+
+
+def run_command(command: Command, servers: Servers | None = None) -> None:
     words = command.words
+    if words[0] == "curl" and servers is not None:
+        servers.curl(command)
+        return
+    if words[:2] == ["charrnn", "serve"] and servers is not None:
+        servers.start(words[1:])
+        return
     args = words[1:] if words[0] == "charrnn" else words[3:]
     assert words[0] == "charrnn" or words[:3] == ["python", "-m", "charrnn"], (
         f"{command.where}: {shlex.join(words)!r} cannot run in a test: make it a charrnn "
@@ -258,18 +307,22 @@ def test_every_command_line_and_python_block_runs(page, tmp_path, monkeypatch, c
     make_files(tmp_path, monkeypatch)
     steps = [b for b in blocks(page) if b.lang in ("bash", "console", "python")]
     every = [c for b in steps if b.lang != "python" for c in commands(b, page)]
-    ran, skipped_lines, python = [], [], 0
-    for block in steps:
-        if block.lang == "python":
-            exec(compile(block.text, f"{page.name}:{block.line}", "exec"), {"__name__": "docs"})
-            python += 1
-            continue
-        for command in commands(block, page):
-            if skipped(command):
-                skipped_lines.append(command)
-            else:
-                run_command(command)
-                ran.append(command)
+    ran, skipped_lines, python, servers = [], [], 0, Servers()
+    try:
+        for block in steps:
+            if block.lang == "python":
+                code = compile(servers.rewrite(block.text), f"{page.name}:{block.line}", "exec")
+                exec(code, {"__name__": "docs"})
+                python += 1
+                continue
+            for command in commands(block, page):
+                if skipped(command):
+                    skipped_lines.append(command)
+                else:
+                    run_command(command, servers)
+                    ran.append(command)
+    finally:
+        servers.stop()
     assert len(ran) + len(skipped_lines) == len(every)
     assert python == sum(b.lang == "python" for b in steps)
     printed = capsys.readouterr().out

@@ -85,3 +85,9 @@ def test_the_installed_wheel_trains_and_samples_in_a_fresh_environment(built, tm
     out = run(env_dir / "bin" / "charrnn", "sample", "run", "--length", "40", "--seed", "1",
               "--prime", "To", cwd=work, env=env)  # fmt: skip
     assert out.stdout.startswith("To") and len(out.stdout) == len("To") + 40 + 1
+    extras = [(["serve", "run"], "serve"), (["export", "run", "--onnx", "m.onnx"], "export")]
+    for command, extra in extras:
+        bare = subprocess.run([env_dir / "bin" / "charrnn", *command], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert bare.returncode == 2 and bare.stderr.count("\n") == 1, bare.stderr
+        assert f"pip install 'charrnn[{extra}]'" in bare.stderr  # not installed with the wheel

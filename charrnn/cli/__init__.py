@@ -7,7 +7,7 @@ training go to stderr. A user's mistake ends in one line on stderr and exit code
 nothing half-written (app.py is that boundary). Settings become options in options.py.
 
 One module per command (train, sample, runs: info and eval, neurons: inspect-neurons,
-bench), each registering itself on the shared `app` of app.py.
+bench, serve, export), each registering itself on the shared `app` of app.py.
 """
 
 import importlib
@@ -16,7 +16,18 @@ from charrnn.cli.app import app
 
 # Each command registers itself on `app` when its module is imported; --help lists them
 # in this order.
-for _module in ("train", "sample", "neurons", "gradients", "runs", "compare", "plot", "bench"):
+for _module in (
+    "train",
+    "sample",
+    "neurons",
+    "gradients",
+    "runs",
+    "compare",
+    "plot",
+    "bench",
+    "serve",
+    "export",
+):
     importlib.import_module(f"charrnn.cli.{_module}")
 
 __all__ = ["app"]
