@@ -40,12 +40,12 @@ class Fitted:
 
 
 def fit(
-    context: tuple[str, str], train_tokens: int, val_tokens: int, windows_per_epoch: int,
+    context: tuple[str, ...], train_tokens: int, val_tokens: int, windows_per_epoch: int,
     tokens_per_step: int, given: Mapping[str, Any],
 ) -> Fitted:  # fmt: skip
     """The fitted defaults of the settings not `given`, for a run on `context` (device
     type, tokenizer) whose training split has `train_tokens`."""
-    _, tokenizer = context
+    _, tokenizer, _ = context
     model: dict[str, Any] = {"dropout": by_size(DROPOUT[_family(tokenizer)], train_tokens)}
     every = eval_interval(windows_per_epoch, val_tokens, tokens_per_step)
     train: dict[str, Any] = {"eval_every": every}

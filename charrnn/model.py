@@ -65,9 +65,7 @@ class ModelConfig:
         0.0, "Dropout between layers and before the decoder.",
         check=within(0, 1, high_open=True), fitted="fitted to the text's size",
     )  # fmt: skip
-    variational: bool = setting(
-        True, "--dropout keeps one mask per stream for the whole window (Gal & Ghahramani)."
-    )
+    variational: bool = setting(True, "One --dropout mask per stream for the whole window.")
     input_dropout: float = setting(
         0.0, "Dropout of the embedded inputs, one mask per stream and window.",
         check=within(0, 1, high_open=True),

@@ -164,9 +164,14 @@ def read_config(run_dir: Path) -> RunConfig:
 # Set-up -------------------------------------------------------------------------------
 
 
-def context(device: torch.device, tokenizer: str | None) -> tuple[str, str]:
-    """What the defaults depend on: the device type and the tokenizer."""
-    return torch.device(device).type, tokenizer or "char"
+def context(
+    device: torch.device, tokenizer: str | None, optimizer: str | None = None
+) -> tuple[str, str, str]:
+    """What the defaults depend on: the device type, the tokenizer and the optimizer (whose
+    own default depends on the first two)."""
+    kind, tokenizer = torch.device(device).type, tokenizer or "char"
+    optimizer = optimizer or settings.default_of(TrainConfig, "optimizer", (kind, tokenizer))
+    return kind, tokenizer, optimizer
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,8 @@ class Asked:
     (its vocabulary comes from the tokenizer), the others resolved, and the model's
     smallest shape (vocabulary 1), for the first memory check."""
 
-    context: tuple[str, str]  # what the defaults depend on: the device type, the tokenizer
+    context: tuple[str, str, str]  # what the defaults depend on: device type, tokenizer,
+    # optimizer
     model_given: dict[str, Any]
     smallest: ModelConfig
     train: TrainConfig
@@ -187,7 +193,7 @@ def resolve_settings(given: Mapping[str, Any], device: torch.device) -> Asked:
     """Every setting `given` (None: the default for this device and tokenizer) checked;
     ConfigError naming the flag of the first bad one."""
     model_given, train_given, tok_given, corpus_given = split(given)
-    ctx = context(device, tok_given.get("tokenizer"))
+    ctx = context(device, tok_given.get("tokenizer"), train_given.get("optimizer"))
     train_given["precision"] = resolve_precision(train_given.get("precision", "auto"), device)
     corpus_cfg = settings.resolve(CorpusConfig, corpus_given)
     tok_cfg = settings.resolve(TokenizerConfig, tok_given, ctx)

@@ -247,3 +247,31 @@ def test_a_format_2_run_keeps_its_dropout_its_length_and_its_lr():
     assert new["format_version"] == 3 and new["model"]["variational"] is False
     assert (new["train"]["patience"], new["train"]["lr_decay"]) == (0, 1.0)
     assert run.migrate(new, None) == new  # the current format: as it is
+
+
+def test_plain_sgd_gets_its_own_defaults_and_skips_a_bad_step(tmp_path):
+    run_dir = cli_train(tmp_path, TEXT, "--steps", "6", "--optimizer", "sgd")
+    train = json.loads((run_dir / "config.json").read_text())["train"]
+    assert (train["optimizer"], train["lr"], train["grad_clip"]) == ("sgd", 20.0, 0.25)
+    assert (train["min_lr_frac"], train["warmup_steps"], train["weight_decay"]) == (1.0, 0, 0.0)
+    tok = CharTokenizer.fit(TEXT)
+    ids = np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
+    torch.manual_seed(0)
+    model = RNNLanguageModel(ModelConfig(tok.vocab_size, hidden=8, embedding=4))
+    start_run(tmp_path / "nan", model, tok)
+    model.decoder.bias.data[0] = float("nan")  # every step's loss is NaN: each is skipped
+    config = TrainConfig(seq_len=8, batch_size=2, steps=3, optimizer="sgd", lr=1.0,
+                         patience=0)  # fmt: skip
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reports = list(fit(job(model, tok, ids, config, tmp_path / "nan")))
+    assert reports[-1].progress.skipped == 3
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0, equal_nan=True)
+
+
+def test_the_lr_comes_down_every_lr_patience_evaluations_without_a_better_loss():
+    config = TrainConfig(steps=100, patience=0, lr_decay=0.25, lr_patience=2)
+    p = Progress()
+    for _ in range(5):
+        after_evaluation(config, p, improved=False)
+    assert (p.stale, p.lr_scale) == (5, 0.25**2)

@@ -23,6 +23,7 @@ from charrnn.settings import (
 )
 
 DURATION = "duration"  # the group of --steps, --epochs, --time-budget: one of them
+OPTIMIZERS = ("adamw", "sgd")
 # Mixed precision is autocast: matmuls in fp16 or bf16, weights and optimizer state in
 # fp32. Under autocast PyTorch runs cuDNN's RNNs in fp16 even when bf16 is asked for
 # (aten/src/ATen/cudnn/AutocastRNN.cpp), so bf16 reaches only the decoder and both
@@ -52,13 +53,28 @@ class TrainConfig:
         16, "Parallel streams of text (per rank under torchrun).", by={"cuda": 128},
         check=at_least(1),
     )  # fmt: skip
-    lr: float = setting(8e-3, "Peak learning rate of AdamW.", by={"cuda": 2e-3}, check=positive)
+    optimizer: str = setting(
+        "adamw", "AdamW, or plain SGD (as pytorch/examples' word model trains).",
+        choices=OPTIMIZERS, announce=True,
+    )  # fmt: skip
+    lr: float = setting(
+        8e-3, "Peak learning rate.", by={"cuda": 2e-3, "sgd": 20.0, "cuda sgd": 20.0},
+        check=positive,
+    )  # fmt: skip
     min_lr_frac: float = setting(
-        0.02, "The cosine schedule ends at lr times this.", by={"cuda": 0.1}, check=within(0, 1)
+        0.02, "The cosine schedule ends at lr times this.",
+        by={"cuda": 0.1, "sgd": 1.0, "cuda sgd": 1.0}, check=within(0, 1),
+    )  # fmt: skip
+    warmup_steps: int = setting(
+        50, "Steps of linear warmup from 0.", by={"sgd": 0}, check=not_negative
     )
-    warmup_steps: int = setting(50, "Steps of linear warmup from 0.", check=not_negative)
-    weight_decay: float = setting(0.01, "AdamW weight decay (matrices only).", check=not_negative)
-    grad_clip: float = setting(1.0, "Clip the gradient norm to this (0: off).", check=not_negative)
+    weight_decay: float = setting(
+        0.01, "Weight decay (matrices only; AdamW's is decoupled).", by={"sgd": 0.0},
+        check=not_negative,
+    )  # fmt: skip
+    grad_clip: float = setting(
+        1.0, "Clip the gradient norm to this (0: off).", by={"sgd": 0.25}, check=not_negative
+    )
     steps: int | None = setting(
         None, "Train for this many steps.", check=at_least(1), group=DURATION, on_resume="change"
     )
@@ -73,18 +89,21 @@ class TrainConfig:
     )  # fmt: skip
     eval_every: int | None = setting(
         None, "Evaluate and save every N steps.", check=at_least(1),
-        fitted="fitted to the text: 4 times an epoch, at most 500 steps apart unless "
-        "evaluating would take over 10% of the time",
+        fitted="fitted to the text",
     )  # fmt: skip
     patience: int = setting(
-        4, "Evaluations without a better val loss before the run ends early (off: it runs "
-        "its whole length).", check=not_negative, parse=off_or(int, 0), show=shown_off(0),
+        4, "Evaluations without a better val loss before the run ends (off: never).",
+        check=not_negative, parse=off_or(int, 0), show=shown_off(0),
         on_resume="change", metavar="N|off",
     )  # fmt: skip
     lr_decay: float = setting(
-        0.5, "The learning rate is multiplied by this at each evaluation without a better "
-        "val loss (off: 1).", check=within(0, 1, low_open=True), parse=off_or(float, 1.0),
-        show=shown_off(1.0), on_resume="change", metavar="X|off",
+        0.5, "Multiply the lr by this when val loss stalls (see --lr-patience).",
+        check=within(0, 1, low_open=True),
+        parse=off_or(float, 1.0), show=shown_off(1.0), on_resume="change", metavar="X|off",
+    )  # fmt: skip
+    lr_patience: int = setting(
+        1, "Evaluations without a better val loss before each --lr-decay.", check=at_least(1),
+        on_resume="change",
     )  # fmt: skip
     val_frac: float = setting(
         0.1, "The last part of the text, held out.", check=within(0, 1, True, True)

@@ -304,7 +304,7 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
     return ((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63
 
 
-def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     # Decay matrices only: biases and the forget-gate bias of 1 should stay where set.
     params = list(model.parameters())
     decay = [p for p in params if p.dim() >= 2]
@@ -313,7 +313,9 @@ def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.op
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    # Fused on CPU and CUDA alike: one kernel for all parameters, and the AdamW that can
+    # Fused on CPU and CUDA alike: one kernel for all parameters, and an optimizer that can
     # skip a step on the device (Trainer.step sets found_inf). On a CPU it is also faster
     # than the for-each and for-loop ones: `python bench/adamw_cpu.py` times the three.
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, fused=True)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=True)
