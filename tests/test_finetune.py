@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from charrnn import checkpoint, finetune, tokenizers
-from charrnn.cells import CELLS
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.tokenizers import CharTokenizer
 from charrnn.tokenizers.words import LegacyWordTokenizer, WordTokenizer
@@ -95,7 +94,7 @@ def base_run(tmp_path, cell="lstm", kind="char", tie=False, scale=4.0, layers=2)
 def grown_model(base, text=NEW):
     old = base.tokenizer
     tok = old.grown(text) if old.tokenizer == "char" else old.grown(text, most=1000)
-    ids = tok.encode(text)
+    ids = np.concatenate([[0], tok.encode(text)])  # <eos> first, as a corpus's ids
     config = replace(base.config.model, vocab_size=tok.vocab_size)
     return base.grown_model(config, tok, ids).eval(), tok
 
@@ -120,8 +119,7 @@ def test_before_the_first_step_the_fine_tuned_model_predicts_as_run(tmp_path, ce
     texts = [np.concatenate([[0], base.tokenizer.encode(TEXT)])[None]]  # RUN's own text
     known = tok.encode(NEW)
     texts.append(np.concatenate([[0], known[known < V]])[None])  # what RUN reads of the new
-    if CELLS[cell].h_bound is not None:  # any text at all: random ids, 8 streams
-        texts.append(rng.integers(0, V, size=(8, 400)))
+    texts.append(rng.integers(0, V, size=(8, 400)))  # random ids, 8 streams
     for ids in texts:
         before, after = log_probs(base.model, ids, V), log_probs(model, ids, V)
         assert (after - before).abs().max() <= 1e-5  # the tolerance, float32 included
@@ -129,7 +127,7 @@ def test_before_the_first_step_the_fine_tuned_model_predicts_as_run(tmp_path, ce
         assert new_mass.max() <= 2 * finetune.TOLERANCE  # the new tokens start unlikely
 
 
-def test_new_rows_are_the_mean_embedding_zero_decoder_weights_and_a_low_bias(tmp_path):
+def test_new_rows_are_the_mean_embedding_zero_decoder_weights_and_a_measured_bias(tmp_path):
     base = base_run(tmp_path)
     model, tok = grown_model(base)
     V, K = base.tokenizer.vocab_size, tok.vocab_size - base.tokenizer.vocab_size
@@ -139,10 +137,16 @@ def test_new_rows_are_the_mean_embedding_zero_decoder_weights_and_a_low_bias(tmp
     mean = old["embed.weight"].mean(0)
     assert torch.allclose(model.embed.weight[V:], mean.expand(K, -1))
     assert torch.equal(model.decoder.weight[V:], torch.zeros(K, 24))
-    w, b = old["decoder.weight"].double(), old["decoder.bias"].double()
-    floor = torch.logsumexp(b - w.abs().sum(1), 0)  # |h| <= 1: every old logit's least
-    expected = floor - np.log(K / finetune.TOLERANCE)
-    assert torch.allclose(model.decoder.bias[V:].double(), expected.expand(K), atol=1e-5)
+    assert torch.equal(model.decoder.bias[V:], model.decoder.bias[V].expand(K))
+    # read as set-up reads the new text (16 streams from a zero state), the new tokens are
+    # at their likeliest exactly TOLERANCE / (MARGIN K)
+    known = torch.as_tensor(tok.encode(NEW), dtype=torch.long)
+    known = torch.cat([torch.zeros(1, dtype=torch.long), known[known < V]])
+    rows = known[: len(known) // 16 * 16].view(16, -1)
+    with torch.no_grad():
+        p_new = model(rows)[0].double().softmax(-1)[..., V:]
+    most = finetune.TOLERANCE / (finetune.MARGIN * K)
+    assert p_new.max().item() == pytest.approx(most, rel=1e-3)
 
 
 def test_one_step_on_text_with_a_new_token_raises_its_probability(tmp_path):

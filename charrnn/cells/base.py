@@ -25,9 +25,6 @@ class Cell(nn.Module):
     gate_names: tuple[str, ...] = ()  # what step(observe=True) reports, in this order
     sigmoid_gates: tuple[str, ...] = ()  # the gates that live in [0, 1]
     gate_weights: int  # G: weight blocks per matrix (lstm 4, gru 3, rnn 1, ...)
-    # Every |h| stays within this from a zero state, whatever the input (None: no bound):
-    # what bounds the logits when new tokens are added to a trained model (finetune.py).
-    h_bound: float | None = 1.0
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """A window: x [B, T, I], state each [B, H] -> (h at every step [B, T, H], final state)."""

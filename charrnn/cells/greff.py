@@ -207,7 +207,6 @@ class NOAF(GreffCell):
     """No output activation function: h = o * c, not o * tanh(c)."""
 
     name, gating = "noaf", Gating(output_activation=False)
-    h_bound = None  # c, and so h, grows without bound
 
 
 class CIFG(GreffCell):

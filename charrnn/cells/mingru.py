@@ -97,7 +97,6 @@ class MinGRU(Cell):
     gate_names = ("z", "h_tilde")
     sigmoid_gates = ("z",)
     gate_weights = 2
-    h_bound = None  # h~ = g(a) has no upper bound
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float | None = None):
         super().__init__()
