@@ -229,7 +229,8 @@ def create(
         text.sha256, world_size=world.size, versions=versions(),
         init_from=base.origin if base else None,  # hook
     )  # fmt: skip
-    first = describe(config, device, world, given) + (base.line(tok, fine_tuning) if base else "")
+    first = describe(config, device, world, given)
+    first += base.line(tok, fine_tuning) if base else ""  # hook: what came from RUN
     notes = [
         ("info", first),
         ("warning", note),
@@ -237,6 +238,7 @@ def create(
         ("detail", how),
     ]
     torch.manual_seed(train_cfg.seed)
+    # hook: RUN's weights, and rows for the new tokens
     model = base.grown_model(model_cfg, tok, train_ids) if base else RNNLanguageModel(model_cfg)
     model = model.to(device)
     if world.is_main:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn import checkpoint, finetune, tokenizers
+from charrnn import checkpoint, corpus, finetune, tokenizers, tokens
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.tokenizers import CharTokenizer
 from charrnn.tokenizers.words import LegacyWordTokenizer, WordTokenizer
@@ -70,6 +70,17 @@ def test_a_format_1_word_vocabulary_grows_too():
     assert grown.tokens[: old.vocab_size] == old.tokens
     assert np.array_equal(grown.encode(TEXT), old.encode(TEXT))
     assert grown.decode(grown.encode(NEW)) == NEW
+
+
+def test_the_token_cache_never_gives_the_ids_of_another_vocabulary(tmp_path):
+    (tmp_path / "new.txt").write_text(NEW, encoding="utf-8")
+    text = corpus.read([str(tmp_path / "new.txt")])
+    a = CharTokenizer.fit(TEXT).grown(NEW)
+    b = CharTokenizer.fit("zZ{}").grown(TEXT + NEW)  # the same characters, other ids
+    assert sorted(a.symbols) == sorted(b.symbols) and a.symbols != b.symbols
+    ids_a, ids_b = (tokens.token_ids(text, tok, "none").ids for tok in (a, b))
+    assert not np.array_equal(ids_a, ids_b)
+    assert a.decode(ids_a) == NEW == b.decode(ids_b)
 
 
 # The weights -------------------------------------------------------------------------
