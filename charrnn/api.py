@@ -184,8 +184,8 @@ def train(
     """Train a new model on `corpus` (files, folders, or a built-in name; None: python),
     as `charrnn train` does, and return the trained run; or, with `resume`, carry that run
     on; with `init_from`, fine-tune that run's best model on `corpus` (its vocabulary
-    grown: docs/finetune.md). `settings` are train's flags by their names (hidden=256, steps=500,
-    tokenizer="word", ...); those left out take the defaults of the device. `on_report
+    grown: docs/finetune.md). `settings` are train's flags by their names (hidden=256,
+    steps=500, tokenizer="word", ...); those left out take the defaults of the device. `on_report
     (report)` is called after every step and every evaluation (report.kind "step", "eval",
     ..., "done"; report.val after an evaluation). CharrnnError for a bad setting or corpus,
     or if training diverged or was stopped."""
