@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -168,6 +168,7 @@ def describe(run: Run) -> dict:
             "chars": c.chars,
         },  # fmt: skip
         "versions": c.versions,
+        "init_from": asdict(c.init_from) if c.init_from else None,
     }
 
 
@@ -177,13 +178,15 @@ def train(
     *,
     device: str = "auto",
     resume: str | Path | None = None,
+    init_from: str | Path | None = None,
     on_report: Callable[[Report], None] | None = None,
     **settings,
 ) -> Run:
     """Train a new model on `corpus` (files, folders, or a built-in name; None: python),
     as `charrnn train` does, and return the trained run; or, with `resume`, carry that run
-    on. `settings` are train's flags by their names (hidden=256, steps=500,
-    tokenizer="word", ...); those left out take the defaults of the device. `on_report
+    on; with `init_from`, fine-tune that run's best model on `corpus` (its vocabulary
+    grown: docs/finetune.md). `settings` are train's flags by their names (hidden=256,
+    steps=500, tokenizer="word", ...); those left out take the defaults of the device. `on_report
     (report)` is called after every step and every evaluation (report.kind "step", "eval",
     ..., "done"; report.val after an evaluation). CharrnnError for a bad setting or corpus,
     or if training diverged or was stopped."""
@@ -191,6 +194,7 @@ def train(
     request = runner.Request(
         [str(s) for s in sources], settings, Path(run_dir) if run_dir else None,
         Path(resume) if resume else None, device,
+        init_from=Path(init_from) if init_from else None,
     )  # fmt: skip
     with runner.Session(request) as session:
         for report in session.reports():

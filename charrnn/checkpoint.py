@@ -37,7 +37,10 @@ from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.paths import fsync_dir
 
-FORMAT_VERSION = 3  # of config.json; run.py reads older ones (run.migrate)
+# Of config.json; run.py reads older ones (run.migrate). 3: settings for validation-driven
+# training and the regularisers (older runs keep their behaviour), tokenizer.json lists a
+# char vocabulary in id order (a grown one is not in code-point order), init_from may be set.
+FORMAT_VERSION = 3
 ENDINGS = (None, "patience")  # Progress.ended: why a run ended before its length
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -136,13 +139,20 @@ def weights_bytes(model: RNNLanguageModel) -> bytes:
     return safetensors.torch.save(tensors, metadata=metadata)
 
 
-def load_weights(path: Path, config: ModelConfig, device: str | torch.device = "cpu"):
+def load_weights(
+    path: Path, config: ModelConfig, device: str | torch.device = "cpu", data: bytes | None = None
+):  # fmt: skip
     """A model built from `config` with the weights in `path`, checked tensor by tensor:
-    names, shapes, and every value finite (NaN weights sample nothing and score NaN)."""
+    names, shapes, and every value finite (NaN weights sample nothing and score NaN).
+    `data`: the file's bytes, read already (by a caller that hashes what it loads)."""
     model = RNNLanguageModel(config)
-    readable(path)  # safetensors calls a file it may not read "not found"
+    if data is None:
+        readable(path)  # safetensors calls a file it may not read "not found"
     try:
-        tensors = safetensors.torch.load_file(path, device=str(device))
+        if data is None:
+            tensors = safetensors.torch.load_file(path, device=str(device))
+        else:
+            tensors = {k: v.to(device) for k, v in safetensors.torch.load(data).items()}
     except (safetensors.SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     if config.tie_weights:
@@ -325,10 +335,15 @@ def load_tokenizer(run_dir: Path, vocab_size: int):
 
 def load_best(run_dir: Path, config: ModelConfig, device: str | torch.device = "cpu"):
     """The best model of a run (model.safetensors), ready to sample."""
+    return load_weights(best_path(run_dir), config, device)
+
+
+def best_path(run_dir: Path) -> Path:
+    """model.safetensors of a run; CheckpointError if the run has none yet."""
     path = Path(run_dir) / WEIGHTS
     if not os.path.lexists(path):
         raise CheckpointError(f"{run_dir}: no {WEIGHTS} yet (the run has not evaluated once)")
-    return load_weights(path, config, device)
+    return path
 
 
 def load_last(run_dir: Path, config: ModelConfig, device: str | torch.device = "cpu"):

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from charrnn import checkpoint, memory, plots, run, runner, settings
+from charrnn import checkpoint, finetune, memory, plots, run, runner, settings
 from charrnn.cells import CELLS
 from charrnn.corpus import CorpusConfig
 from charrnn.distributed import SINGLE, World
@@ -53,9 +53,10 @@ def _check_cells(text: str) -> str | None:
     return None
 
 
+CELLS_COMPARED = "lstm,gru,rnn"  # --cells when not given (with --init-from: RUN's cell)
 CELL_LIST = option(
-    "cells", str, "lstm,gru,rnn", f"Cells to compare, comma-separated: any of {', '.join(CELLS)}.",
-    check=_check_cells, metavar="CELL,...",
+    "cells", str | None, None, f"Cells to compare, comma-separated: any of {', '.join(CELLS)}.",
+    check=_check_cells, metavar="CELL,...", none=f"{CELLS_COMPARED}; with --init-from, RUN's",
 )  # fmt: skip
 SEEDS = option("seeds", int, 2, "Runs per cell, seeded 0 to N-1.", check=at_least(1))
 
@@ -96,6 +97,7 @@ class Plan:
     settings: Mapping[str, Any]  # the train settings given (not None), cell and seed excepted
     device: str  # the device type: a run's defaults depend on it
     world_size: int
+    init_from: str | None = None  # every run fine-tuned from this run (--init-from)
 
     def runs(self) -> list[Planned]:
         return [Planned(cell, seed) for seed in range(self.seeds) for cell in self.cells]
@@ -107,17 +109,20 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {"sources": list(self.sources), "cells": list(self.cells), "seeds": self.seeds,
                 "settings": dict(self.settings), "device": self.device,
-                "world_size": self.world_size}  # fmt: skip
+                "world_size": self.world_size, "init_from": self.init_from}  # fmt: skip
 
 
 def plan(
-    sources: Sequence[str], cells: str, seeds: int, given: Mapping[str, Any],
-    device: torch.device, world: World = SINGLE,
+    sources: Sequence[str], cells: str | None, seeds: int, given: Mapping[str, Any],
+    device: torch.device, world: World = SINGLE, init_from: Path | None = None,
 ) -> Plan:  # fmt: skip
     """A checked plan: every setting given is checked as run.create checks it, for every
-    cell, before anything is read or written."""
+    cell, before anything is read or written; with `init_from`, against that run too
+    (whose cell is then the one compared, unless `cells` names others, which it refuses)."""
     given = {k: v for k, v in given.items() if v is not None}
     assert not {"cell", "seed"} & set(given), "compare sets the cell and seed of each run"
+    base = finetune.load(init_from) if init_from is not None else None
+    cells = cells or (base.config.model.cell if base else CELLS_COMPARED)
     try:
         chosen = parse_cells(cells)
     except ConfigError as e:
@@ -125,8 +130,11 @@ def plan(
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, not {seeds}")
     for cell in chosen:  # what run.create checks before it reads the corpus
-        run.resolve_settings({**given, "cell": cell}, torch.device(device))
-    return Plan(tuple(sources), chosen, seeds, given, torch.device(device).type, world.size)
+        asked = {**given, "cell": cell}
+        asked = base.settings_for(asked, torch.device(device))[0] if base else asked
+        run.resolve_settings(asked, torch.device(device))
+    return Plan(tuple(sources), chosen, seeds, given, torch.device(device).type, world.size,
+                str(init_from) if init_from is not None else None)  # fmt: skip
 
 
 # The comparison's directory -----------------------------------------------------------
@@ -172,10 +180,10 @@ def plan_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     flags = {d.name: d for cls in run.SECTIONS.values() for d in settings.declared(cls)}
     flags.update({d.name: d for d in settings.declared(CorpusConfig)})
     out = []
-    for key in ("sources", "cells", "seeds", "device", "world_size"):
+    for key in ("sources", "cells", "seeds", "device", "world_size", "init_from"):
         if old.get(key) != new.get(key):
-            name = {"sources": "CORPUS", "device": "--device (type)",
-                    "world_size": "ranks"}.get(key, f"--{key}")  # fmt: skip
+            name = {"sources": "CORPUS", "device": "--device (type)", "world_size": "ranks",
+                    "init_from": "--init-from"}.get(key, f"--{key}")  # fmt: skip
             out.append(f"{name} {_shown(new.get(key))} here, {_shown(old.get(key))} there")
     old_set, new_set = old.get("settings") or {}, new.get("settings") or {}
     for key in sorted(set(old_set) | set(new_set)):
@@ -217,7 +225,8 @@ def request(plan: Plan, item: Planned, what: str, out: Path,
     if what == "restart" and world.is_main:
         shutil.rmtree(path)
     world.barrier()  # no rank sets up before the old directory is gone
-    return runner.Request(plan.sources, plan.given(item), run_dir=path)
+    init_from = Path(plan.init_from) if plan.init_from is not None else None
+    return runner.Request(plan.sources, plan.given(item), run_dir=path, init_from=init_from)
 
 
 # Results ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ ready to train, new (create) or carried on (resume). (api.load() loads one to us
       step, best_val_loss, best_step    progress, updated at each evaluation
       ended                     why the run ended before its length ("patience"), or null
       versions                  charrnn, torch and python of the session that wrote it
+      init_from                 (a fine-tuned run) where it began: InitFrom
 
 Older format versions keep loading: migrate() is the one place that reads them. Every rule
 of resuming lives in resume(): the model, tokenizer and corpus settings stay, the duration
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,28 @@ READ_RECORD = ("sources", "files", "chars", "sha256")  # corpus: what reading it
 
 
 @dataclass(frozen=True)
+class InitFrom:
+    """Where a fine-tuned run began (--init-from RUN; finetune.py): RUN as it was given, the
+    step of its best model, the sha256 of that model.safetensors, and RUN's vocabulary size
+    (the new run's ids from there on are the tokens it added)."""
+
+    run: str
+    step: int | None
+    sha256: str
+    vocab_size: int
+
+    @classmethod
+    def of(cls, data: Any, path: Path) -> InitFrom | None:
+        if data is None:
+            return None
+        try:
+            step = None if data["step"] is None else int(data["step"])
+            return cls(str(data["run"]), step, str(data["sha256"]), int(data["vocab_size"]))
+        except (TypeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"{path}: init_from is not a record of a run ({e!r})") from None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """config.json of a run directory, checked."""
 
@@ -62,6 +85,7 @@ class RunConfig:
     best_step: int | None = None
     ended: str | None = None  # why it ended before its length: "patience" (--patience)
     versions: dict = field(default_factory=dict)
+    init_from: InitFrom | None = None  # a fine-tuned run: where it began
 
     def to_json(self) -> dict[str, Any]:
         read = {"sources": list(self.sources), "files": self.files, "chars": self.chars,
@@ -74,6 +98,7 @@ class RunConfig:
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
             "ended": self.ended,
             "versions": self.versions,
+            **({"init_from": asdict(self.init_from)} if self.init_from else {}),
         }  # fmt: skip
 
     @classmethod
@@ -95,6 +120,7 @@ class RunConfig:
                 best_val_loss=data.get("best_val_loss"), best_step=data.get("best_step"),
                 ended=data.get("ended"),
                 versions=dict(data.get("versions") or {}),
+                init_from=InitFrom.of(data.get("init_from"), path),
             )  # fmt: skip
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: a value has the wrong type ({e})") from None
@@ -205,17 +231,22 @@ def resolve_settings(given: Mapping[str, Any], device: torch.device) -> Asked:
 
 def create(
     sources: list[str], given: Mapping[str, Any], device: torch.device,
-    run_dir: Path | None = None, world: World = SINGLE,
+    run_dir: Path | None = None, world: World = SINGLE, base: Any = None,
 ) -> Job:  # fmt: skip
     """A new run: every setting `given` (None: the default for this device and tokenizer)
     checked, the corpus read and encoded (rank 0 first; the others read its cache), the
-    model built and the run directory started (by rank 0)."""
+    model built and the run directory started (by rank 0). `base` (--init-from): the
+    finetune.Base whose model and vocabulary the run starts from, at the hooks marked."""
+    fine_tuning: dict[str, Any] = {}
+    if base is not None:  # hook: RUN's shape and tokenizer, the fine-tuning defaults
+        given, fine_tuning = base.settings_for(given, device)
     asked = resolve_settings(given, device)
     corpus_cfg, tok_cfg, train_cfg = asked.corpus, asked.tokenizer, asked.train
     out = target_dir(run_dir, sources, asked.smallest.cell, world)
     memory.check_training(asked.smallest, train_cfg.batch_size, train_cfg.seq_len, device)
     text = corpus.read(sources, corpus_cfg.glob, corpus_cfg.encoding_errors)
-    tok, ids, how = encode_on_ranks(text, tok_cfg, corpus_cfg.documents, world)
+    grown = base.grown_tokenizer(text, tok_cfg, corpus_cfg.documents) if base else None  # hook
+    tok, ids, how = encode_on_ranks(text, tok_cfg, corpus_cfg.documents, world, grown)
     train_ids, val_ids = data.split(ids, train_cfg.val_frac)
     train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids), world.size)
     fitted = fit_to_text(asked, train_cfg, len(train_ids), len(val_ids), world.size, given)
@@ -226,16 +257,21 @@ def create(
     config = RunConfig(
         model_cfg, train_cfg, tok_cfg, corpus_cfg, tuple(sources), len(text.files), text.chars,
         text.sha256, world_size=world.size, versions=versions(),
+        init_from=base.origin if base else None,  # hook
     )  # fmt: skip
+    first = describe(config, device, world, given)
+    first += base.line(tok, fine_tuning) if base else ""  # hook: what came from RUN
     notes = [
-        ("info", describe(config, device, world, given)),
+        ("info", first),
         ("info", fitted_line(config, fitted)),
         ("warning", note),
         ("info", corpus_line(config, tok, len(train_ids), len(val_ids))),
         ("detail", how),
     ]
     torch.manual_seed(train_cfg.seed)
-    model = RNNLanguageModel(model_cfg).to(device)
+    # hook: RUN's weights, and rows for the new tokens
+    model = base.grown_model(model_cfg, tok, train_ids) if base else RNNLanguageModel(model_cfg)
+    model = model.to(device)
     if world.is_main:
         checkpoint.create_run(out, config.to_json(), tok)
     preview = sampling.sample_config(tok, corpus_cfg.documents, length=200, temperature=0.8)
@@ -356,14 +392,16 @@ def target_dir(run_dir: Path | None, sources: list[str], cell: str, world: World
     return Path(run_dir)
 
 
-def encode_on_ranks(text, tok_cfg: TokenizerConfig, documents: str, world: World):
-    """(tokenizer, ids, how they were made): rank 0 fits and encodes first, the others then
-    read its cache."""
+def encode_on_ranks(
+    text, tok_cfg: TokenizerConfig, documents: str, world: World, tok: Tokenizer | None = None
+):  # fmt: skip
+    """(tokenizer, ids, how they were made): rank 0 fits (unless given `tok`) and encodes
+    first, the others then read its cache."""
     if world.is_main:
-        out = tokens.encode(text, tok_cfg, documents)
+        out = tokens.encode(text, tok_cfg, documents, tok)
     world.barrier()
     if not world.is_main:
-        out = tokens.encode(text, tok_cfg, documents)
+        out = tokens.encode(text, tok_cfg, documents, tok)
     return out
 
 

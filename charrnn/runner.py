@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from charrnn import devices, distributed, run
+from charrnn import devices, distributed, finetune, run
 from charrnn.distributed import World
 from charrnn.errors import ConfigError
 from charrnn.training.config import TrainConfig
@@ -51,6 +51,7 @@ class Request:
     resume: Path | None = None  # carry on this run instead
     device: str = "auto"
     collective_timeout: float = distributed.COLLECTIVE_TIMEOUT.default
+    init_from: Path | None = None  # fine-tune: a new run from this run's best model
 
 
 class StopFlag:
@@ -102,6 +103,11 @@ class Session:
                  device: torch.device | None = None):  # fmt: skip
         if request.resume is not None and request.run_dir not in (None, request.resume):
             raise ConfigError("--resume names the run directory; leave out --run-dir")
+        if request.resume is not None and request.init_from is not None:
+            raise ConfigError(
+                "--init-from starts a new run; a resumed run carries on from its own weights "
+                "(it knows where it began): leave out --init-from"
+            )
         self.request, self.world, self.device = request, world, device
         self.job: Job | None = None
         self.run_dir: Path | None = None  # once set up
@@ -128,7 +134,8 @@ class Session:
         if r.resume is not None:
             return run.resume(Path(r.resume), list(r.sources), r.settings, self.device, world)
         run_dir = Path(r.run_dir) if r.run_dir is not None else None
-        return run.create(list(r.sources), r.settings, self.device, run_dir, world)
+        base = finetune.load(Path(r.init_from)) if r.init_from is not None else None
+        return run.create(list(r.sources), r.settings, self.device, run_dir, world, base)
 
     @property
     def notes(self) -> list[tuple[str, str]]:

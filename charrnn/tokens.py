@@ -145,11 +145,12 @@ def _encode(corpus: Corpus, tok: Tokenizer, documents: str, unknown: str, out: P
 
 
 def encode(
-    corpus: Corpus, config: TokenizerConfig, documents: str
+    corpus: Corpus, config: TokenizerConfig, documents: str, tok: Tokenizer | None = None
 ) -> tuple[Tokenizer, np.ndarray, str]:
-    """(tokenizer, token ids, a line that says how they were made) of a corpus; from the
-    cache when this text was seen before."""
-    tok, _ = fit_tokenizer(corpus, config, documents)
+    """(tokenizer, token ids, a line that says how they were made) of a corpus, under `tok`
+    or else one fitted on it; from the cache when this text was seen before."""
+    if tok is None:
+        tok, _ = fit_tokenizer(corpus, config, documents)
     encoded = token_ids(corpus, tok, documents)
     if encoded.cached:
         how = f"token ids from the cache in {cache_dir()}"

@@ -15,7 +15,8 @@ Substitutions, so that a page runs in seconds (these and no others):
   --embedding, --batch-size, --seq-len, --eval-every) a line gives are replaced by
   conftest's TINY flags; --layers stays as written (TINY's 1 where none is given); where
   the weights are tied (--tie-weights, or a word model) --embedding is TINY's --hidden. A
-  --resume line gets --steps (the run's step + 10) instead of its duration.
+  --resume line gets --steps (the run's step + 10) instead of its duration; an
+  --init-from line no model sizes (--hidden, --embedding, --layers: they are RUN's).
 - train without --run-dir or --resume gets --run-dir checkpoints/line-N (the default name
   is stamped to the second, and two runs in one second would meet).
 - inspect-gradients --cell (an untrained model): --hidden and --embedding as TINY's.
@@ -98,6 +99,7 @@ PRINTS = {
     "python-api.md": ["val loss", "bits/char", "no/such/run: no such run directory"],
     "serving.md": ["CompletionUsage(completion_tokens=60"],
     "export.md": ["def "],
+    "finetune.md": ["checkpoints/base 20"],
 }
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
 INPUT = (
@@ -210,6 +212,8 @@ def substitute(args: list[str], where: str) -> list[str]:
         return [*without(args, DURATIONS), "--steps", str(step + 10)]
     if command in (["train"], ["compare"]):
         flags = [f for f in TINY_VALUES if f != "--layers" or "--layers" not in args]
+        if "--init-from" in args:  # the model is RUN's, made with TINY's sizes
+            flags = [f for f in flags if f not in ("--hidden", "--embedding", "--layers")]
         out = [*without(args, DURATIONS | SIZES), *tiny(args, *flags)]
         word = value(args, "--tokenizer") == "word" and "--no-tie-weights" not in args
         if "--tie-weights" in args or word:

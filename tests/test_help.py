@@ -73,8 +73,9 @@ def test_choices_and_device_dependent_defaults_are_shown():
     assert "[default: --no-tie-weights, word --tie-weights]" in joined["--tie-weights"]
     # every option that has a default says it
     missing = [k for k, v in joined.items() if "[default:" not in v]
-    assert set(missing) <= {"--steps", "--epochs", "--run-dir", "--resume", "--help",
-                            "--forget-bias"}, missing  # (its help says PyTorch's init)  # fmt: skip
+    # (--forget-bias's help says what its default is: PyTorch's initialisation)
+    assert set(missing) <= {"--steps", "--epochs", "--run-dir", "--resume", "--init-from",
+                            "--help", "--forget-bias"}, missing  # fmt: skip
     sample = {k: " ".join(" ".join(v).split()) for k, v in options(help_text(["sample"])).items()}
     assert "[default: cpu]" in sample["--device"] and "[default: 1]" in sample["--temperature"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import torch
 import typer
@@ -48,6 +48,12 @@ def compare(
     ],  # fmt: skip
     cells: opt(comparing.CELL_LIST) = DEFAULT,
     seeds: opt(comparing.SEEDS) = DEFAULT,
+    init_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="RUN", help="Fine-tune every run from this run's best model (docs/finetune.md)."
+        ),
+    ] = None,  # fmt: skip
     device: opt(devices.DEVICE) = DEFAULT,
     collective_timeout: opt(COLLECTIVE_TIMEOUT) = DEFAULT,
     settings: dict,
@@ -58,7 +64,7 @@ def compare(
     train flag but --cell and --seed applies to every run."""
     with runner.ranks(device, collective_timeout) as (world, dev):
         err.quiet = not world.is_main  # only rank 0 renders; every rank still prints its errors
-        plan = comparing.plan(sources or [], cells, seeds, settings, dev, world)
+        plan = comparing.plan(sources or [], cells, seeds, settings, dev, world, init_from)
         states = comparing.statuses(plan, out)  # every rank reads DIR before rank 0 writes
         todo = [(item, comparing.action(out, item, states.get(item.name)))
                 for item in plan.runs()]  # fmt: skip

@@ -51,11 +51,23 @@ def info(run_dir: RunDir, as_json: AsJson = False):
                       f"{g['grad_norm_mean']:.3g}, max {g['grad_norm_max']:.3g}, "
                       f"{g['clipped_frac']:.0%} of steps clipped")  # fmt: skip
     table.add_row("tokens", " ".join(settings.flags(c.tokenizer)) + "; " + vocabulary(run))
+    if c.init_from is not None:
+        table.add_row("init from", began(run))
     sources = ", ".join(c.sources) or "python"
     table.add_row("corpus", f"{sources}: {c.files} files, {c.chars:,} chars; "
                   + " ".join(settings.flags(c.corpus)))  # fmt: skip
     table.add_row("versions", ", ".join(f"{k} {v}" for k, v in c.versions.items()))
     Console(highlight=False).print(table)
+
+
+def began(run) -> str:
+    """Where a fine-tuned run began: RUN, its step, its weights' sha256, the tokens added."""
+    origin, size = run.config.init_from, run.tokenizer.vocab_size
+    step = f" at step {origin.step:,}" if origin.step is not None else ""
+    return (
+        f"{origin.run}{step} (model.safetensors sha256 {origin.sha256[:12]}...); its "
+        f"{origin.vocab_size:,} tokens, {size - origin.vocab_size:,} added"
+    )
 
 
 def vocabulary(run) -> str:

@@ -49,6 +49,14 @@ def train(
     resume: Annotated[
         Optional[Path], typer.Option(metavar="RUN", help="Carry on the run in this directory.")
     ] = None,
+    init_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="RUN",
+            help="Fine-tune: a new run that starts from this run's "
+            "best model, its vocabulary grown (docs/finetune.md).",
+        ),
+    ] = None,  # fmt: skip
     device: opt(devices.DEVICE) = DEFAULT,
     collective_timeout: opt(COLLECTIVE_TIMEOUT) = DEFAULT,
     settings: dict,
@@ -56,7 +64,8 @@ def train(
     """Train a model on CORPUS and save it in a run directory; under torchrun, on several
     GPUs or nodes. Settings left out get the defaults of the device (and tokenizer).
     Every flag, the schedule, resuming: docs/training.md."""
-    request = runner.Request(sources or [], settings, run_dir, resume, device, collective_timeout)
+    request = runner.Request(sources or [], settings, run_dir, resume, device, collective_timeout,
+                             init_from)  # fmt: skip
     with runner.Session(request) as session:
         main = session.world.is_main
         err.quiet = not main  # only rank 0 renders; every rank still prints its errors

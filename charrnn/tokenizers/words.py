@@ -110,17 +110,23 @@ class WordTokenizer:
 
     @classmethod
     def fit(cls, chunks: Iterable[str], vocab_size: int, min_count: int = 1) -> WordTokenizer:
-        gaps = _Gaps()
-        for chunk in [chunks] if isinstance(chunks, str) else chunks:
-            gaps.add(ATOMS.findall(chunk))
-        counts = gaps.counts()
-        counts.pop(UNK, None)
-        limit = vocab_size - 3
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        tokens = [t for t, n in ranked[:limit] if n >= min_count]
+        gaps = _Gaps.of(chunks)
+        tokens = commonest(gaps.counts(), vocab_size - 3, min_count)
         left, right = _solve_glue(gaps.pairs())
         kept = {*tokens, NEWLINE}  # the newline's flags are the boundary's too
         return cls(tokens, left & kept, right & kept)
+
+    def grown(self, chunks: Iterable[str], most: int, min_count: int = 1) -> WordTokenizer:
+        """This vocabulary, its ids and glue kept, and after it the commonest tokens of
+        `chunks` it lacks (seen at least `min_count` times), at most `most` of them; a new
+        punctuation mark glues as the new text has it, the old tokens' glue fixed."""
+        gaps = _Gaps.of(chunks)
+        lacked = {t: n for t, n in gaps.counts().items() if t not in self.index}
+        new = commonest(lacked, most, min_count)
+        left, right = set(self.glue_left), set(self.glue_right)
+        new_left, new_right = _solve_glue(gaps.pairs(), left, right, free=set(new))
+        return WordTokenizer(self.tokens[3:] + new, left | (new_left & {*new}),
+                             right | (new_right & {*new}))  # fmt: skip
 
     def _atoms(self, text: str) -> tuple[list[str], np.ndarray]:
         """The text's atoms and their ids (-1: not in the vocabulary). A run of blanks the
@@ -202,6 +208,13 @@ class _Gaps:
     a newline on a side (a word is counted as None), how often the two touch and how often
     one space parts them. Two words are always parted, so their pairs are not kept."""
 
+    @classmethod
+    def of(cls, chunks: Iterable[str]) -> _Gaps:
+        gaps = cls()
+        for chunk in [chunks] if isinstance(chunks, str) else chunks:
+            gaps.add(ATOMS.findall(chunk))
+        return gaps
+
     def __init__(self):
         self.index = {NEWLINE: 0, SPACE: 1}  # atom -> id in this fit; 0 is the boundary too
         self.key = np.array([0, 1])  # id -> the id whose flags it shares ("\r\n" -> "\n")
@@ -247,12 +260,14 @@ class _Gaps:
         return Counter({(atoms[p], atoms[q], s): n for (p, q, s), n in self.counted.items()})
 
 
-def _solve_glue(pairs: Counter) -> tuple[set[str], set[str]]:
-    """(glue_left, glue_right) that leave few gap tokens on the counted pairs: from no
-    glue, flip one flag of one token while that saves tokens (each flip saves some, so
-    it ends), in a fixed order."""
-    left: set[str] = set()
-    right: set[str] = set()
+def _solve_glue(
+    pairs: Counter, left: Iterable[str] = (), right: Iterable[str] = (),
+    free: set[str] | None = None,
+) -> tuple[set[str], set[str]]:  # fmt: skip
+    """(glue_left, glue_right) that leave few gap tokens on the counted pairs: from the
+    glue given (none), flip one flag of one token (of `free`; None: any) while that saves
+    tokens (each flip saves some, so it ends), in a fixed order."""
+    left, right = set(left), set(right)
     as_after, as_before = defaultdict(list), defaultdict(list)
     for key in pairs:
         p, q, _ = key
@@ -262,7 +277,8 @@ def _solve_glue(pairs: Counter) -> tuple[set[str], set[str]]:
     def cost(keys) -> int:  # a gap token where the glue says touch but a space parts them
         return sum(pairs[k] for k in keys if (k[0] in right or k[1] in left) == k[2])
 
-    tokens = sorted(t for t in {*as_after, *as_before} if t is not None)
+    tokens = sorted(t for t in {*as_after, *as_before} if t is not None
+                    and (free is None or t in free))  # fmt: skip
     changed = True
     while changed:
         changed = False
@@ -301,13 +317,20 @@ class LegacyWordTokenizer:
 
     @classmethod
     def fit(cls, chunks: Iterable[str], vocab_size: int, min_count: int = 1) -> LegacyWordTokenizer:
+        return cls(commonest(cls._counts(chunks), vocab_size - 2, min_count))
+
+    def grown(self, chunks: Iterable[str], most: int, min_count: int = 1) -> LegacyWordTokenizer:
+        """This vocabulary, its ids kept, and after it the commonest tokens of `chunks` it
+        lacks (seen at least `min_count` times), at most `most` of them."""
+        lacked = {t: n for t, n in self._counts(chunks).items() if t not in self.index}
+        return LegacyWordTokenizer(self.tokens[2:] + commonest(lacked, most, min_count))
+
+    @classmethod
+    def _counts(cls, chunks: Iterable[str]) -> Counter[str]:
         counts: Counter[str] = Counter()
         for chunk in [chunks] if isinstance(chunks, str) else chunks:
             counts.update(cls.PATTERN.findall(chunk))
-        counts.pop(UNK, None)
-        limit = vocab_size - 2
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls([t for t, n in ranked[:limit] if n >= min_count])
+        return counts
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         tokens = self.PATTERN.findall(text)
@@ -338,6 +361,13 @@ class LegacyWordTokenizer:
     def files(self) -> dict[str, bytes]:
         data = {"type": self.tokenizer, "specials": [EOS, UNK], "tokens": self.tokens[2:]}
         return {TOKENIZER_FILE: json.dumps(data, ensure_ascii=True).encode("ascii")}
+
+
+def commonest(counts: dict[str, int], most: int, min_count: int) -> list[str]:
+    """The `most` commonest tokens of `counts` (ties in code-point order) seen at least
+    `min_count` times; a literal `<unk>` is the <unk> token, never a kept one."""
+    ranked = sorted(((t, n) for t, n in counts.items() if t != UNK), key=lambda kv: (-kv[1], kv[0]))
+    return [t for t, n in ranked[: max(most, 0)] if n >= min_count]
 
 
 def from_data(data: dict) -> WordTokenizer | LegacyWordTokenizer:
