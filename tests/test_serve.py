@@ -328,7 +328,10 @@ def test_the_page_streams_a_continuation_and_shows_the_guesses(server, tmp_path)
         text = driver.find_element(By.ID, "text")
         text.send_keys("First Citizen:\nBefore we")
         rows = lambda: driver.find_elements(By.CSS_SELECTOR, "#guesses .guess")  # noqa: E731
-        WebDriverWait(driver, 30).until(lambda _: len(rows()) == 5)
+        after = lambda: driver.find_element(By.ID, "guesses").get_attribute("data-after")  # noqa: E731
+        WebDriverWait(driver, 30).until(  # the guesses after the whole text, not a prefix
+            lambda _: after() == "First Citizen:\nBefore we" and len(rows()) == 5
+        )
         asked = post(server, {"prompt": "First Citizen:\nBefore we", "max_tokens": 1,
                               "logprobs": 5, "temperature": 0}).json()  # fmt: skip
         top = asked["choices"][0]["logprobs"]["top_logprobs"][0]
