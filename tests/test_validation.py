@@ -1,7 +1,8 @@
 """Validation decides, and the defaults fit the text: evaluations as often as the text needs,
 the learning rate down and the run ended when val loss stops improving (exact resume of a
 run that ended so), defaults fitted to the training split's size, the regularisers of the
-LSTM language-model literature on every cell, and old runs keeping their behaviour."""
+LSTM language-model literature on every cell (their exact resume: test_every_cell.py), and
+old runs keeping their behaviour."""
 
 import json
 import random
@@ -198,33 +199,6 @@ def test_every_regulariser_acts_in_training_only(cell):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     # weight-drop has something to drop in every cell whose gates see h
     assert bool(every.layers[0].recurrent_weights()) == (cell != "mingru")
-
-
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_every_cell_with_every_regulariser_resumes_bit_identically(tmp_path, cell):
-    tok = CharTokenizer.fit(TEXT)
-    ids = np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
-    config = TrainConfig(seq_len=8, batch_size=3, steps=8, eval_every=4, warmup_steps=2)
-
-    def model():
-        torch.manual_seed(0)
-        return RNNLanguageModel(ModelConfig(tok.vocab_size, cell=cell, layers=2, hidden=8,
-                                            embedding=4, dropout=0.2, input_dropout=0.1,
-                                            embedding_dropout=0.1, weight_drop=0.3))  # fmt: skip
-
-    whole = model()
-    start_run(tmp_path / "a", whole, tok)
-    list(fit(job(whole, tok, ids, config, tmp_path / "a")))
-    cut = model()
-    start_run(tmp_path / "b", cut, tok)
-    reports = []
-    for r in fit(job(cut, tok, ids, config, tmp_path / "b"),
-                 lambda: bool(reports) and reports[-1].progress.step >= 5):  # fmt: skip
-        reports.append(r)
-    resumed, saved = load_last(tmp_path / "b")
-    list(fit(job(resumed, tok, ids, config, tmp_path / "b", resume=saved)))
-    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
 
 
 def test_the_regularisers_are_flags_and_a_run_samples_with_them(tmp_path):
