@@ -25,8 +25,11 @@ from charrnn.training.schedule import eval_interval
 # tokens, the dropout): the first row whose bound the text is under.
 DROPOUT = {
     "char": ((300_000, 0.3), (1_000_000, 0.1), (None, 0.0)),
-    "word": ((None, 0.5),),
+    "word": ((100_000, 0.5), (1_000_000, 0.3), (None, 0.2)),
 }
+# Settings that take the fitted dropout too, per tokenizer: a word model's embedded inputs
+# are dropped as its outputs are (AWD-LSTM's dropouti, locked as --dropout is).
+WITH_DROPOUT = {"char": (), "word": ("input_dropout",)}
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ def fit(
     """The fitted defaults of the settings not `given`, for a run on `context` (device
     type, tokenizer) whose training split has `train_tokens`."""
     _, tokenizer, _ = context
-    model: dict[str, Any] = {"dropout": by_size(DROPOUT[_family(tokenizer)], train_tokens)}
+    family = _family(tokenizer)
+    dropout = by_size(DROPOUT[family], train_tokens)
+    model: dict[str, Any] = {"dropout": dropout, **dict.fromkeys(WITH_DROPOUT[family], dropout)}
     every = eval_interval(windows_per_epoch, val_tokens, tokens_per_step)
     train: dict[str, Any] = {"eval_every": every}
     model = {k: v for k, v in model.items() if given.get(k) is None}

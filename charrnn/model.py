@@ -116,6 +116,12 @@ class RNNLanguageModel(nn.Module):
         self.decoder = nn.Linear(H, config.vocab_size)
         if config.tie_weights:
             self.decoder.weight = self.embed.weight  # [V, H] == [V, E]
+            # The shared matrix is the decoder too: PyTorch's N(0, 1) for an embedding
+            # would start the logits far from uniform. U(-0.1, 0.1) and a zero bias, as
+            # pytorch/examples and AWD-LSTM start theirs (a word model of WikiText-2 then
+            # reached 168 ppl/word where it reached 220: bench/RESULTS.md).
+            nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         """All-zero state, one [L, B, H] tensor per name in config.state_names."""

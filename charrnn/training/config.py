@@ -55,7 +55,7 @@ class TrainConfig:
     )  # fmt: skip
     optimizer: str = setting(
         "adamw", "AdamW, or plain SGD (as pytorch/examples' word model trains).",
-        choices=OPTIMIZERS, announce=True,
+        by={"word": "sgd"}, choices=OPTIMIZERS,
     )  # fmt: skip
     lr: float = setting(
         8e-3, "Peak learning rate.", by={"cuda": 2e-3, "sgd": 20.0, "cuda sgd": 20.0},
@@ -98,11 +98,12 @@ class TrainConfig:
     )  # fmt: skip
     lr_decay: float = setting(
         0.5, "Multiply the lr by this when val loss stalls (see --lr-patience).",
-        check=within(0, 1, low_open=True),
+        by={"sgd": 0.25}, check=within(0, 1, low_open=True),
         parse=off_or(float, 1.0), show=shown_off(1.0), on_resume="change", metavar="X|off",
     )  # fmt: skip
     lr_patience: int = setting(
-        1, "Evaluations without a better val loss before each --lr-decay.", check=at_least(1),
+        1, "Evaluations without a better val loss before each --lr-decay.", by={"sgd": 2},
+        check=at_least(1),
         on_resume="change",
     )  # fmt: skip
     val_frac: float = setting(
