@@ -24,7 +24,7 @@ from charrnn import sample as sampling
 from charrnn.errors import CharrnnError, ConfigError
 from charrnn.metrics import Metrics, evaluate
 from charrnn.model import Clamp, RNNLanguageModel, clamp_units, count_parameters
-from charrnn.run import RunConfig, read_config
+from charrnn.runconfig import RunConfig, read_config
 from charrnn.tokenizers import Tokenizer
 from charrnn.tokenizers.base import unknown_symbols
 from charrnn.training.reports import Report

@@ -37,7 +37,7 @@ from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.paths import fsync_dir
 
-# Of config.json; run.py reads older ones (run.migrate). 3: settings for validation-driven
+# Of config.json; run.py reads older ones (runconfig.migrate). 3: settings for validation-driven
 # training and the regularisers (older runs keep their behaviour), tokenizer.json lists a
 # char vocabulary in id order (a grown one is not in code-point order), init_from may be set.
 FORMAT_VERSION = 3
@@ -298,7 +298,7 @@ def last_dir(run_dir: Path) -> Path | None:
 
 def read_config(run_dir: Path) -> dict:
     """config.json of a run directory as JSON; CheckpointError if it is not a run directory.
-    (run.read_config checks its content and reads older format versions.)"""
+    (runconfig.read_config checks its content and reads older format versions.)"""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG
     if not run_dir.is_dir():

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from charrnn import checkpoint, finetune, memory, plots, run, runner, settings
+from charrnn import checkpoint, finetune, memory, plots, run, runconfig, runner, settings
 from charrnn.cells import CELLS
 from charrnn.corpus import CorpusConfig
 from charrnn.distributed import SINGLE, World
@@ -177,7 +177,7 @@ def statuses(plan: Plan, out: Path) -> dict[str, str]:
 
 def plan_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """What differs between two plans, as flags: '--hidden 64 here, 128 there'."""
-    flags = {d.name: d for cls in run.SECTIONS.values() for d in settings.declared(cls)}
+    flags = {d.name: d for cls in runconfig.SECTIONS.values() for d in settings.declared(cls)}
     flags.update({d.name: d for d in settings.declared(CorpusConfig)})
     out = []
     for key in ("sources", "cells", "seeds", "device", "world_size", "init_from"):
@@ -256,7 +256,7 @@ def run_result(out: Path, item: Planned, status: str) -> RunResult:
     metrics = checkpoint.read_metrics(path) if path.is_dir() else []
     if not metrics:
         return RunResult(item.name, item.cell, item.seed, status)
-    config = run.read_config(path)
+    config = runconfig.read_config(path)
     parameters = memory.parameters(config.model)
     best = min(metrics, key=lambda m: m.get("val_loss", float("inf")))
     best = next((m for m in metrics if m["step"] == config.best_step), best)

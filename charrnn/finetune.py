@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from charrnn import checkpoint, run, settings
+from charrnn import checkpoint, run, runconfig, settings
 from charrnn.checkpoint import CheckpointError
 from charrnn.corpus import Corpus
 from charrnn.errors import ConfigError
@@ -80,15 +80,15 @@ class Base:
     sha256 of the model.safetensors that model was read from."""
 
     dir: Path
-    config: run.RunConfig
+    config: runconfig.RunConfig
     tokenizer: Tokenizer
     model: RNNLanguageModel
     sha256: str
 
     @property
-    def origin(self) -> run.InitFrom:
+    def origin(self) -> runconfig.InitFrom:
         """What the new run's config.json records of where it began."""
-        return run.InitFrom(str(self.dir), self.config.best_step, self.sha256,
+        return runconfig.InitFrom(str(self.dir), self.config.best_step, self.sha256,
                             self.config.model.vocab_size)  # fmt: skip
 
     def settings_for(
@@ -200,7 +200,7 @@ def load(run_dir: Path) -> Base:
     finite); CheckpointError naming --init-from and what is wrong."""
     run_dir = Path(run_dir)
     try:
-        config = run.read_config(run_dir)
+        config = runconfig.read_config(run_dir)
         tok = checkpoint.load_tokenizer(run_dir, config.model.vocab_size)
         path = checkpoint.best_path(run_dir)
         data = checkpoint.readable(path).read_bytes()  # hashed as it is loaded

@@ -53,7 +53,7 @@ def start_run(run_dir: Path, model, tok) -> None:
     """A run directory as run.create() starts one, for a model and tokenizer a test made."""
     from charrnn import checkpoint
     from charrnn.corpus import CorpusConfig
-    from charrnn.run import RunConfig
+    from charrnn.runconfig import RunConfig
     from charrnn.tokenizers import TokenizerConfig
     from charrnn.training.config import TrainConfig
 
@@ -74,7 +74,7 @@ def job(model, tok, ids, config, run_dir, device="cpu", resume=None, world=None,
 def load_last(run_dir: Path):
     """(model, trainer state) of a run's last/."""
     from charrnn import checkpoint
-    from charrnn.run import read_config
+    from charrnn.runconfig import read_config
 
     return checkpoint.load_last(run_dir, read_config(run_dir).model)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn import fitting, run, settings
+from charrnn import fitting, runconfig, settings
 from charrnn.cells import CELLS
 from charrnn.cli import app
 from charrnn.model import ModelConfig, RNNLanguageModel
@@ -217,10 +217,10 @@ def test_the_regularisers_are_flags_and_a_run_samples_with_them(tmp_path):
 def test_a_format_2_run_keeps_its_dropout_its_length_and_its_lr():
     old = {"format_version": 2, "model": {"cell": "lstm", "dropout": 0.2},
            "train": {"steps": 100, "eval_every": 500}, "tokenizer": {}}  # fmt: skip
-    new = run.migrate(old, None)
+    new = runconfig.migrate(old, None)
     assert new["format_version"] == 3 and new["model"]["variational"] is False
     assert (new["train"]["patience"], new["train"]["lr_decay"]) == (0, 1.0)
-    assert run.migrate(new, None) == new  # the current format: as it is
+    assert runconfig.migrate(new, None) == new  # the current format: as it is
 
 
 def test_plain_sgd_gets_its_own_defaults_and_skips_a_bad_step(tmp_path):
