@@ -238,7 +238,7 @@ def table(names: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budget", default="30s", help="every run's --time-budget")
+    parser.add_argument("--budget", default="25s", help="every run's --time-budget")
     parser.add_argument("--rows", help="comma-separated row names (default: all)")
     parser.add_argument("--quick", action="store_true", help=f"the rows {', '.join(QUICK)}, "
                         "with 3 sweep points each")  # fmt: skip

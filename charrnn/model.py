@@ -63,7 +63,7 @@ class ModelConfig:
     )  # fmt: skip
     dropout: float = setting(
         0.0, "Dropout between layers and before the decoder.",
-        check=within(0, 1, high_open=True), fitted="fitted to the text's size",
+        check=within(0, 1, high_open=True), fitted="fitted to the epochs the run makes",
     )  # fmt: skip
     variational: bool = setting(True, "One --dropout mask per stream for the whole window.")
     input_dropout: float = setting(

@@ -24,6 +24,7 @@ from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.runconfig import RunConfig, read_config, versions
 from charrnn.tokenizers import Tokenizer, TokenizerConfig
+from charrnn.training import pace
 from charrnn.training.config import TrainConfig, resolve_precision
 from charrnn.training.trainer import Job
 from charrnn.version import __version__
@@ -88,7 +89,8 @@ def create(
     tok, ids, how = encode_on_ranks(text, tok_cfg, corpus_cfg.documents, world, grown)
     train_ids, val_ids = data.split(ids, train_cfg.val_frac)
     train_cfg, note = fit_batch_size(train_cfg, len(train_ids), len(val_ids), world.size)
-    fitted = fit_to_text(asked, train_cfg, len(train_ids), len(val_ids), world.size, given)
+    fitted = fit_to_text(asked, train_cfg, tok.vocab_size, len(train_ids), len(val_ids), device,
+                         world, given)  # fmt: skip
     model_cfg = settings.resolve(ModelConfig, {**fitted.model, **asked.model_given},
                                  asked.context, vocab_size=tok.vocab_size)  # fmt: skip
     train_cfg = settings.update(train_cfg, fitted.train)
@@ -244,13 +246,18 @@ def encode_on_ranks(
     return out
 
 
-def fit_to_text(asked: Asked, train_cfg: TrainConfig, n_train: int, n_val: int, ranks: int,
-                given: Mapping[str, Any]) -> fitting.Fitted:  # fmt: skip
-    """The defaults fitted to the text's size (fitting.py), for the settings not given."""
-    streams = train_cfg.batch_size * ranks
+def fit_to_text(
+    asked: Asked, train_cfg: TrainConfig, vocab_size: int, n_train: int, n_val: int,
+    device: torch.device, world: World, given: Mapping[str, Any],
+) -> fitting.Fitted:  # fmt: skip
+    """The defaults fitted to the text's size and the passes the run makes over it
+    (fitting.py, pace.py), for the settings not given."""
+    streams = train_cfg.batch_size * world.size
     windows = -(-((n_train - 1) // streams) // train_cfg.seq_len)  # as data.Streams cuts them
+    model = settings.resolve(ModelConfig, asked.model_given, asked.context, vocab_size=vocab_size)
+    paced = pace.planned(train_cfg, model, windows, streams * train_cfg.seq_len, device, world)
     return fitting.fit(asked.context, n_train, n_val, windows, streams * train_cfg.seq_len,
-                       {k: v for k, v in given.items() if v is not None})  # fmt: skip
+                       paced, {k: v for k, v in given.items() if v is not None})  # fmt: skip
 
 
 def fitted_line(config: RunConfig, fitted: fitting.Fitted) -> str:

@@ -17,6 +17,7 @@ from charrnn.cells import CELLS
 from charrnn.cli import app
 from charrnn.model import ModelConfig, RNNLanguageModel
 from charrnn.tokenizers import CharTokenizer
+from charrnn.training import pace
 from charrnn.training.config import TrainConfig
 from charrnn.training.loop import fit
 from charrnn.training.reports import Progress
@@ -134,23 +135,44 @@ def test_a_run_ended_early_resumes_exactly_as_if_it_had_not_ended(tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_defaults_are_fitted_to_the_text_and_a_flag_wins(tmp_path):
-    small = cli_train(tmp_path, TEXT, "--steps", "2", name="small")  # conftest's TINY sizes
-    config = json.loads((small / "config.json").read_text())
-    tokens = int(len(TEXT) * 0.9) + 1
-    assert config["model"]["dropout"] == fitting.by_size(fitting.DROPOUT["char"], tokens) > 0
+def test_defaults_are_fitted_to_the_passes_a_run_makes_and_a_flag_wins(tmp_path):
+    def fitted(tokenizer: str, epochs: float, **given) -> dict:
+        return fitting.fit(("cpu", tokenizer, "adamw"), 10_000, 1_000, 20, 500,
+                           pace.Pace(epochs, "how"), given).model  # fmt: skip
+
+    for tokenizer, table in fitting.DROPOUT.items():
+        few, many = fitted(tokenizer, 0.5)["dropout"], fitted(tokenizer, 1000)["dropout"]
+        assert (few, many) == (table[0][1], table[-1][1]) and few < many
+    assert fitted("word", 1000)["input_dropout"] == fitting.DROPOUT["word"][-1][1]
+    assert "dropout" not in fitted("char", 1000, dropout=0.05)
+    few = cli_train(tmp_path, TEXT, "--steps", "2", name="few")  # conftest's TINY sizes
+    assert json.loads((few / "config.json").read_text())["model"]["dropout"] == fitting.DROPOUT["char"][0][1]
     given = cli_train(tmp_path, TEXT, "--steps", "2", "--dropout", "0.05", name="given")
     assert json.loads((given / "config.json").read_text())["model"]["dropout"] == 0.05
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
-    first = runner.invoke(app, ["train", str(tmp_path / "t.txt"), "--steps", "1", "--hidden",
-                                "8", "--run-dir", str(tmp_path / "r")])  # fmt: skip
+    first = runner.invoke(app, ["train", str(tmp_path / "t.txt"), "--time-budget", "1s",
+                                "--hidden", "8", "--run-dir", str(tmp_path / "r")])  # fmt: skip
     line = next(x for x in first.stderr.splitlines() if x.startswith("fitted to the text"))
-    assert f"({tokens:,} train tokens, " in line and "--dropout 0.3 --eval-every" in line
+    tokens = int(len(TEXT) * 0.9) + 1
+    assert f"({tokens:,} train tokens, about " in line and " epochs in 1s at " in line
+    assert "--dropout" in line and "--eval-every" in line
 
 
-def test_the_fitted_tables_take_the_first_row_the_size_is_under():
+def test_a_time_budget_is_paced_by_a_probe_that_leaves_the_random_state_alone():
+    config = TrainConfig(time_budget=60.0, batch_size=2, seq_len=8)
+    model = ModelConfig(vocab_size=11, hidden=8, embedding=8)
+    before = torch.get_rng_state()
+    paced = pace.planned(config, model, windows_per_epoch=10, tokens_per_step=16,
+                         device=torch.device("cpu"))  # fmt: skip
+    assert torch.equal(torch.get_rng_state(), before)
+    assert paced.epochs > 1 and "epochs in 1m0s at " in paced.how
+    steps = pace.planned(TrainConfig(steps=25), model, 10, 16, torch.device("cpu"))
+    assert (steps.epochs, steps.how) == (2.5, "2.5 epochs")
+
+
+def test_the_fitted_tables_take_the_first_row_the_value_is_under():
     table = ((100, "a"), (1000, "b"), (None, "c"))
-    assert [fitting.by_size(table, n) for n in (0, 99, 100, 999, 1000, 10**9)] == list("aabbcc")
+    assert [fitting.first_under(table, n) for n in (0, 99, 100, 999, 1000, 10**9)] == list("aabbcc")
 
 
 # The regularisers ----------------------------------------------------------------------
