@@ -1,9 +1,10 @@
 """Defaults fitted to the text: once a new run's corpus is read, the settings a user left out
 that depend on how much text there is get their values from it, not from one text someone
-tuned them on: dropout from the passes the run will make over its training split (a text
-read many times overfits; pace.py says how many), the evaluations' interval from the
-split's size.
+tuned them on: the model's width from the steps the run has time for, dropout from the
+passes it will make over its training split (a text read many times overfits; pace.py says
+how many), the evaluations' interval from the split's size.
 
+    narrower(context, hidden, pace, given) -> the width for a run too short for `hidden`
     fit(context, train_tokens, val_tokens, windows_per_epoch, tokens_per_step, pace, given)
         -> Fitted(model settings, train settings, why)
 
@@ -29,6 +30,15 @@ DROPOUT = {
     "char": ((4, 0.0), (15, 0.1), (40, 0.2), (None, 0.3)),
     "word": ((5, 0.2), (15, 0.3), (None, 0.5)),
 }
+# A char or subword run too short for the default width to make FEW_STEPS steps gets
+# half of it, and so about four times the steps: at 25 s on 2 CPU cores (about 280 steps
+# of a 1x512 LSTM) a 1x256 one was up to 5% better (bench/zoo.py); at 3 minutes (2,400
+# steps) the 1x512 is the better (bench/quality.py). Word models keep theirs: at 25 s
+# their 256 (tied, 500 to 900 steps) was better than 128.
+FEW_STEPS = 500
+NARROWED = ("char",)
+
+
 # Settings that take the fitted dropout too, per tokenizer: a word model's embedded inputs
 # are dropped as its outputs are (AWD-LSTM's dropouti, locked as --dropout is).
 WITH_DROPOUT = {"char": (), "word": ("input_dropout",)}
@@ -44,16 +54,30 @@ class Fitted:
     why: str  # "142,311 train tokens, about 7.2 epochs in 3m at 21,400 tokens/s, ..."
 
 
+def narrower(context: tuple[str, ...], hidden: int, pace: Pace,
+             given: Mapping[str, Any]) -> int | None:  # fmt: skip
+    """Half of `hidden` (the default width) for a run that makes too few steps at it, or
+    None where it is kept (or --hidden or --tie-weights was given)."""
+    if _family(context[1]) not in NARROWED or pace.steps >= FEW_STEPS:
+        return None
+    if any(given.get(k) is not None for k in ("hidden", "tie_weights")):
+        return None
+    return hidden // 2
+
+
 def fit(
     context: tuple[str, ...], train_tokens: int, val_tokens: int, windows_per_epoch: int,
-    tokens_per_step: int, pace: Pace, given: Mapping[str, Any],
+    tokens_per_step: int, pace: Pace, given: Mapping[str, Any], narrowed: str = "",
+    hidden: int | None = None,
 ) -> Fitted:  # fmt: skip
     """The fitted defaults of the settings not `given`, for a run on `context` (device
-    type, tokenizer) whose training split has `train_tokens`, read `pace.epochs` times."""
+    type, tokenizer) whose training split has `train_tokens`, read `pace.epochs` times.
+    `hidden`: the width narrower() gave, `narrowed` why (or None and "")."""
     _, tokenizer, _ = context
     family = _family(tokenizer)
     dropout = first_under(DROPOUT[family], pace.epochs)
     model: dict[str, Any] = {"dropout": dropout, **dict.fromkeys(WITH_DROPOUT[family], dropout)}
+    model |= {"hidden": hidden} if hidden is not None else {}
     every = eval_interval(windows_per_epoch, val_tokens, tokens_per_step)
     train: dict[str, Any] = {"eval_every": every}
     model = {k: v for k, v in model.items() if given.get(k) is None}
@@ -61,7 +85,8 @@ def fit(
     per_epoch = windows_per_epoch / every
     evals = f"{per_epoch:.0f} evaluations an epoch" if per_epoch >= 1.5 else (
         f"an evaluation every {1 / per_epoch:.1f} epochs")  # fmt: skip
-    return Fitted(model, train, f"{train_tokens:,} train tokens, {pace.how}, {evals}")
+    why = f"{train_tokens:,} train tokens, {narrowed}{pace.how}, {evals}"
+    return Fitted(model, train, why)
 
 
 def first_under(table: tuple[tuple[float | None, Any], ...], value: float) -> Any:

@@ -254,10 +254,17 @@ def fit_to_text(
     (fitting.py, pace.py), for the settings not given."""
     streams = train_cfg.batch_size * world.size
     windows = -(-((n_train - 1) // streams) // train_cfg.seq_len)  # as data.Streams cuts them
+    given = {k: v for k, v in given.items() if v is not None}
     model = settings.resolve(ModelConfig, asked.model_given, asked.context, vocab_size=vocab_size)
     paced = pace.planned(train_cfg, model, windows, streams * train_cfg.seq_len, device, world)
+    half, narrowed = fitting.narrower(asked.context, model.hidden, paced, given), ""
+    if half is not None:  # too few steps at the default width: half of it, paced again
+        model = settings.update(model, {"hidden": half})
+        paced, first = pace.planned(train_cfg, model, windows, streams * train_cfg.seq_len,
+                                    device, world), paced  # fmt: skip
+        narrowed = f"about {first.steps:,.0f} steps of --hidden {model.hidden * 2}, so "
     return fitting.fit(asked.context, n_train, n_val, windows, streams * train_cfg.seq_len,
-                       paced, {k: v for k, v in given.items() if v is not None})  # fmt: skip
+                       paced, given, narrowed, half)  # fmt: skip
 
 
 def fitted_line(config: RunConfig, fitted: fitting.Fitted) -> str:

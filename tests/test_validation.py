@@ -138,7 +138,7 @@ def test_a_run_ended_early_resumes_exactly_as_if_it_had_not_ended(tmp_path):
 def test_defaults_are_fitted_to_the_passes_a_run_makes_and_a_flag_wins(tmp_path):
     def fitted(tokenizer: str, epochs: float, **given) -> dict:
         return fitting.fit(("cpu", tokenizer, "adamw"), 10_000, 1_000, 20, 500,
-                           pace.Pace(epochs, "how"), given).model  # fmt: skip
+                           pace.Pace(epochs, epochs * 20, "how"), given).model  # fmt: skip
 
     for tokenizer, table in fitting.DROPOUT.items():
         few, many = fitted(tokenizer, 0.5)["dropout"], fitted(tokenizer, 1000)["dropout"]
@@ -146,16 +146,31 @@ def test_defaults_are_fitted_to_the_passes_a_run_makes_and_a_flag_wins(tmp_path)
     assert fitted("word", 1000)["input_dropout"] == fitting.DROPOUT["word"][-1][1]
     assert "dropout" not in fitted("char", 1000, dropout=0.05)
     few = cli_train(tmp_path, TEXT, "--steps", "2", name="few")  # conftest's TINY sizes
-    assert json.loads((few / "config.json").read_text())["model"]["dropout"] == fitting.DROPOUT["char"][0][1]
+    least = fitting.DROPOUT["char"][0][1]
+    assert json.loads((few / "config.json").read_text())["model"]["dropout"] == least
     given = cli_train(tmp_path, TEXT, "--steps", "2", "--dropout", "0.05", name="given")
     assert json.loads((given / "config.json").read_text())["model"]["dropout"] == 0.05
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     first = runner.invoke(app, ["train", str(tmp_path / "t.txt"), "--time-budget", "1s",
-                                "--hidden", "8", "--run-dir", str(tmp_path / "r")])  # fmt: skip
+                                "--run-dir", str(tmp_path / "r")])  # fmt: skip
     line = next(x for x in first.stderr.splitlines() if x.startswith("fitted to the text"))
     tokens = int(len(TEXT) * 0.9) + 1
     assert f"({tokens:,} train tokens, about " in line and " epochs in 1s at " in line
-    assert "--dropout" in line and "--eval-every" in line
+    assert " steps of --hidden 512, so about " in line  # a second is too short for 512
+    assert "--hidden 256 --dropout" in line and "--eval-every" in line
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["hidden"] == 256
+
+
+def test_a_run_too_short_for_the_default_width_gets_half_of_it():
+    few, many = (pace.Pace(1, steps, "how") for steps in (fitting.FEW_STEPS - 1, fitting.FEW_STEPS))
+    char = ("cpu", "char", "adamw")
+    assert fitting.narrower(char, 512, few, {}) == 256
+    assert fitting.narrower(("cpu", "bpe", "adamw"), 512, few, {}) == 256
+    assert fitting.narrower(char, 512, many, {}) is None
+    assert fitting.narrower(char, 512, few, {"hidden": 512}) is None
+    assert fitting.narrower(("cpu", "word", "sgd"), 256, few, {}) is None
+    fitted = fitting.fit(char, 10_000, 1_000, 20, 500, few, {}, "why ", 256)
+    assert fitted.model["hidden"] == 256 and "why " in fitted.why
 
 
 def test_a_time_budget_is_paced_by_a_probe_that_leaves_the_random_state_alone():
@@ -167,7 +182,7 @@ def test_a_time_budget_is_paced_by_a_probe_that_leaves_the_random_state_alone():
     assert torch.equal(torch.get_rng_state(), before)
     assert paced.epochs > 1 and "epochs in 1m0s at " in paced.how
     steps = pace.planned(TrainConfig(steps=25), model, 10, 16, torch.device("cpu"))
-    assert (steps.epochs, steps.how) == (2.5, "2.5 epochs")
+    assert (steps.epochs, steps.steps, steps.how) == (2.5, 25, "2.5 epochs")
 
 
 def test_the_fitted_tables_take_the_first_row_the_value_is_under():
