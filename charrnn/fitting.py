@@ -30,13 +30,13 @@ DROPOUT = {
     "char": ((4, 0.0), (15, 0.1), (40, 0.2), (None, 0.3)),
     "word": ((5, 0.2), (15, 0.3), (None, 0.5)),
 }
-# A char or subword run too short for the default width to make FEW_STEPS steps gets
-# half of it, and so about four times the steps: at 25 s on 2 CPU cores (about 280 steps
-# of a 1x512 LSTM) a 1x256 one was up to 5% better (bench/zoo.py); at 3 minutes (2,400
-# steps) the 1x512 is the better (bench/quality.py). Word models keep theirs: at 25 s
-# their 256 (tied, 500 to 900 steps) was better than 128.
+# A run too short for the default width to make FEW_STEPS steps gets half of it (a tied
+# word model's embedding too), and so more steps: at 25 s on 2 CPU cores (about 280 steps
+# of a 1x512 char LSTM) a 1x256 one was up to 6% better, and a word model of 1 MB (about
+# 400 steps at 256) was 2% better at 128 (bench/zoo.py); at 3 minutes (2,400 steps) the
+# 1x512 char model is the better (bench/quality.py), and word models making 500 to 900
+# steps at 256 were worse at 128.
 FEW_STEPS = 500
-NARROWED = ("char",)
 
 
 # Settings that take the fitted dropout too, per tokenizer: a word model's embedded inputs
@@ -57,10 +57,10 @@ class Fitted:
 def narrower(context: tuple[str, ...], hidden: int, pace: Pace,
              given: Mapping[str, Any]) -> int | None:  # fmt: skip
     """Half of `hidden` (the default width) for a run that makes too few steps at it, or
-    None where it is kept (or --hidden or --tie-weights was given)."""
-    if _family(context[1]) not in NARROWED or pace.steps >= FEW_STEPS:
+    None where it is kept (or --hidden, --embedding or --tie-weights was given)."""
+    if pace.steps >= FEW_STEPS:
         return None
-    if any(given.get(k) is not None for k in ("hidden", "tie_weights")):
+    if any(given.get(k) is not None for k in ("hidden", "embedding", "tie_weights")):
         return None
     return hidden // 2
 
@@ -77,7 +77,8 @@ def fit(
     family = _family(tokenizer)
     dropout = first_under(DROPOUT[family], pace.epochs)
     model: dict[str, Any] = {"dropout": dropout, **dict.fromkeys(WITH_DROPOUT[family], dropout)}
-    model |= {"hidden": hidden} if hidden is not None else {}
+    if hidden is not None:  # a tied word model's embedding is its width
+        model |= {"hidden": hidden} | ({"embedding": hidden} if family == "word" else {})
     every = eval_interval(windows_per_epoch, val_tokens, tokens_per_step)
     train: dict[str, Any] = {"eval_every": every}
     model = {k: v for k, v in model.items() if given.get(k) is None}

@@ -259,7 +259,8 @@ def fit_to_text(
     paced = pace.planned(train_cfg, model, windows, streams * train_cfg.seq_len, device, world)
     half, narrowed = fitting.narrower(asked.context, model.hidden, paced, given), ""
     if half is not None:  # too few steps at the default width: half of it, paced again
-        model = settings.update(model, {"hidden": half})
+        model = settings.update(model, {"hidden": half} | (
+            {"embedding": half} if model.tie_weights else {}))  # fmt: skip
         paced, first = pace.planned(train_cfg, model, windows, streams * train_cfg.seq_len,
                                     device, world), paced  # fmt: skip
         narrowed = f"about {first.steps:,.0f} steps of --hidden {model.hidden * 2}, so "

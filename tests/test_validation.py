@@ -168,9 +168,14 @@ def test_a_run_too_short_for_the_default_width_gets_half_of_it():
     assert fitting.narrower(("cpu", "bpe", "adamw"), 512, few, {}) == 256
     assert fitting.narrower(char, 512, many, {}) is None
     assert fitting.narrower(char, 512, few, {"hidden": 512}) is None
-    assert fitting.narrower(("cpu", "word", "sgd"), 256, few, {}) is None
+    assert fitting.narrower(char, 512, few, {"embedding": 64}) is None
     fitted = fitting.fit(char, 10_000, 1_000, 20, 500, few, {}, "why ", 256)
-    assert fitted.model["hidden"] == 256 and "why " in fitted.why
+    assert fitted.model["hidden"] == 256 and "embedding" not in fitted.model
+    assert "why " in fitted.why
+    word = ("cpu", "word", "sgd")
+    assert fitting.narrower(word, 256, few, {}) == 128
+    fitted = fitting.fit(word, 10_000, 1_000, 20, 500, few, {}, "", 128).model
+    assert (fitted["hidden"], fitted["embedding"]) == (128, 128)  # tied: both
 
 
 def test_a_time_budget_is_paced_by_a_probe_that_leaves_the_random_state_alone():
