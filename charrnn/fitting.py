@@ -79,7 +79,7 @@ def fit(
     model: dict[str, Any] = {"dropout": dropout, **dict.fromkeys(WITH_DROPOUT[family], dropout)}
     if hidden is not None:  # a tied word model's embedding is its width
         model |= {"hidden": hidden} | ({"embedding": hidden} if family == "word" else {})
-    every = eval_interval(windows_per_epoch, val_tokens, tokens_per_step)
+    every = given.get("eval_every") or eval_interval(windows_per_epoch, val_tokens, tokens_per_step)
     train: dict[str, Any] = {"eval_every": every}
     model = {k: v for k, v in model.items() if given.get(k) is None}
     train = {k: v for k, v in train.items() if given.get(k) is None}
