@@ -33,9 +33,10 @@ DROPOUT = {
 # A run too short for the default width to make FEW_STEPS steps gets half of it (a tied
 # word model's embedding too), and so more steps: at 25 s on 2 CPU cores (about 280 steps
 # of a 1x512 char LSTM) a 1x256 one was up to 6% better, and a word model of 1 MB (about
-# 400 steps at 256) was 2% better at 128 (bench/zoo.py); at 3 minutes (2,400 steps) the
-# 1x512 char model is the better (bench/quality.py), and word models making 500 to 900
-# steps at 256 were worse at 128.
+# 400 steps at 256) was 2% better at 128 (bench/zoo.py); word models making 500 to 900
+# steps at 256 were worse at 128. Three minutes on a CPU (1,700 to 2,400 steps) keep the
+# 1x512 that bench/quality.py tuned; between 280 and 1,700 steps it was not measured, and
+# 500 is a guess inside that gap.
 FEW_STEPS = 500
 
 
