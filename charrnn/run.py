@@ -265,7 +265,7 @@ def fit_to_text(
                                     device, world), paced  # fmt: skip
         narrowed = f"about {first.steps:,.0f} steps of --hidden {model.hidden * 2}, so "
     return fitting.fit(asked.context, n_train, n_val, windows, streams * train_cfg.seq_len,
-                       paced, given, narrowed, half)  # fmt: skip
+                       paced, given, narrowed, half, train_cfg.lr)  # fmt: skip
 
 
 def fitted_line(config: RunConfig, fitted: fitting.Fitted) -> str:

@@ -157,11 +157,12 @@ def test_defaults_are_fitted_to_the_passes_a_run_makes_and_a_flag_wins(tmp_path)
     tokens = int(len(TEXT) * 0.9) + 1
     assert f"({tokens:,} train tokens, about " in line and " epochs in 1s at " in line
     assert " steps of --hidden 512, so about " in line  # a second is too short for 512
-    assert "--hidden 256 --dropout" in line and "--eval-every" in line
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["hidden"] == 256
+    assert "--hidden 256 --dropout" in line and "--lr 0.016 --eval-every" in line
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["model"]["hidden"] == 256 and config["train"]["lr"] == 0.016
 
 
-def test_a_run_too_short_for_the_default_width_gets_half_of_it():
+def test_a_run_too_short_for_the_default_width_gets_half_of_it_and_char_a_hotter_lr():
     few, many = (pace.Pace(1, steps, "how") for steps in (fitting.FEW_STEPS - 1, fitting.FEW_STEPS))
     char = ("cpu", "char", "adamw")
     assert fitting.narrower(char, 512, few, {}) == 256
@@ -169,13 +170,19 @@ def test_a_run_too_short_for_the_default_width_gets_half_of_it():
     assert fitting.narrower(char, 512, many, {}) is None
     assert fitting.narrower(char, 512, few, {"hidden": 512}) is None
     assert fitting.narrower(char, 512, few, {"embedding": 64}) is None
-    fitted = fitting.fit(char, 10_000, 1_000, 20, 500, few, {}, "why ", 256)
+    fitted = fitting.fit(char, 10_000, 1_000, 20, 500, few, {}, "why ", 256, 0.008)
     assert fitted.model["hidden"] == 256 and "embedding" not in fitted.model
-    assert "why " in fitted.why
+    assert "why " in fitted.why and fitted.train["lr"] == 0.016
+    assert "lr" not in fitting.fit(char, 10_000, 1_000, 20, 500, many, {}, "", None, 0.008).train
+    assert "lr" not in fitting.fit(char, 10_000, 1_000, 20, 500, few, {"lr": 0.001}, "", 256,
+                                   0.008).train  # fmt: skip
+    sgd = ("cpu", "char", "sgd")
+    assert "lr" not in fitting.fit(sgd, 10_000, 1_000, 20, 500, few, {}, "", 256, 20.0).train
     word = ("cpu", "word", "sgd")
     assert fitting.narrower(word, 256, few, {}) == 128
-    fitted = fitting.fit(word, 10_000, 1_000, 20, 500, few, {}, "", 128).model
-    assert (fitted["hidden"], fitted["embedding"]) == (128, 128)  # tied: both
+    fitted = fitting.fit(word, 10_000, 1_000, 20, 500, few, {}, "", 128, 20.0)
+    assert (fitted.model["hidden"], fitted.model["embedding"]) == (128, 128)  # tied: both
+    assert "lr" not in fitted.train
 
 
 def test_a_time_budget_is_paced_by_a_probe_that_leaves_the_random_state_alone():
