@@ -15,9 +15,10 @@ The vocabulary (ids 0 .. V-1 mean in the new run what they meant in RUN):
 
     char          the characters of the new text that RUN lacks follow RUN's, in
                   code-point order
-    word          RUN's tokens and glue; then the new text's commonest tokens that RUN
-                  lacks, seen at least --min-count times, up to --vocab-size in all
-                  (default: RUN's size + GROWTH; never fewer than RUN's)
+    word          RUN's tokens; then the new text's commonest tokens that RUN lacks,
+                  seen at least --min-count times, up to --vocab-size in all (default:
+                  RUN's size + GROWTH; never fewer than RUN's); the glue re-fitted to
+                  the new text, from RUN's
     bpe, unigram  RUN's sentencepiece model as it is: its byte fallback reads any text
 
 The new rows. An embedding row is the mean of RUN's rows; a decoder row has zero weights

@@ -117,16 +117,19 @@ class WordTokenizer:
         return cls(tokens, left & kept, right & kept)
 
     def grown(self, chunks: Iterable[str], most: int, min_count: int = 1) -> WordTokenizer:
-        """This vocabulary, its ids and glue kept, and after it the commonest tokens of
-        `chunks` it lacks (seen at least `min_count` times), at most `most` of them; a new
-        punctuation mark glues as the new text has it, the old tokens' glue fixed."""
+        """This vocabulary, its ids kept, and after it the commonest tokens of `chunks` it
+        lacks (seen at least `min_count` times), at most `most` of them. The glue is the
+        new text's: from this tokenizer's, each flag flips where that saves gap tokens on
+        `chunks` (a mark the new text does not use keeps its glue). A base fitted on
+        spaced punctuation (WikiText's "word , word") would otherwise spell every comma
+        of a text that glues it ("word, word") with a <join>."""
         gaps = _Gaps.of(chunks)
         lacked = {t: n for t, n in gaps.counts().items() if t not in self.index}
         new = commonest(lacked, most, min_count)
-        left, right = set(self.glue_left), set(self.glue_right)
-        new_left, new_right = _solve_glue(gaps.pairs(), left, right, free=set(new))
-        return WordTokenizer(self.tokens[3:] + new, left | (new_left & {*new}),
-                             right | (new_right & {*new}))  # fmt: skip
+        tokens = self.tokens[3:] + new
+        left, right = _solve_glue(gaps.pairs(), self.glue_left, self.glue_right)
+        kept = {*tokens, NEWLINE}
+        return WordTokenizer(tokens, left & kept, right & kept)
 
     def _atoms(self, text: str) -> tuple[list[str], np.ndarray]:
         """The text's atoms and their ids (-1: not in the vocabulary). A run of blanks the
