@@ -130,8 +130,8 @@ def log_probs(model, ids, vocab):
 
 @pytest.mark.parametrize(
     "cell, kind, tie",
-    [("lstm", "char", False), ("gru", "word", True), ("rnn", "char", False),
-     ("mingru", "char", False), ("noaf", "word", False)],
+    [("lstm", "char", False), ("gru", "char", True), ("rnn", "char", False),
+     ("mingru", "char", False), ("noaf", "char", False)],
 )  # fmt: skip
 def test_before_the_first_step_the_fine_tuned_model_predicts_as_run(tmp_path, cell, kind, tie):
     base = base_run(tmp_path, cell, kind, tie)
@@ -170,6 +170,27 @@ def test_new_rows_are_the_mean_embedding_zero_decoder_weights_and_a_measured_bia
         p_new = model(rows)[0].double().softmax(-1)[..., V:]
     most = finetune.TOLERANCE / (finetune.MARGIN * K)
     assert p_new.max().item() == pytest.approx(most, rel=1e-3)
+
+
+@pytest.mark.parametrize("cell, tie", [("gru", True), ("noaf", False)])
+def test_a_new_word_starts_as_likely_as_the_new_text_has_it(tmp_path, cell, tie):
+    base = base_run(tmp_path, cell, "word", tie)
+    model, tok = grown_model(base)
+    V = base.tokenizer.vocab_size
+    ids = np.concatenate([[0], tok.encode(NEW)])
+    freq = np.bincount(ids, minlength=tok.vocab_size)[V:] / len(ids)
+    known = torch.as_tensor(ids[ids < V], dtype=torch.long)  # as set-up reads the new text
+    rows = known[: len(known) // 16 * 16].view(16, -1)
+    with torch.no_grad():
+        logits = model(rows)[0].double()
+    # the new rows' logits above the old ones' log-normaliser, averaged over the text
+    gap = logits[..., V:] - logits[..., :V].logsumexp(-1, keepdim=True)
+    mean_p = gap.exp().mean((0, 1)).numpy()
+    assert np.allclose(mean_p, np.maximum(freq, 1 / len(ids)), rtol=1e-4)
+    before, after = log_probs(base.model, rows, V), log_probs(model, rows, V)
+    share = (1 - after.exp().sum(-1)).mean().item()  # the new words' mass
+    assert 0.5 * freq.sum() < share < 2 * freq.sum()
+    assert (after - before).max() <= 1e-5  # old words only lose what the new ones take
 
 
 def test_one_step_on_text_with_a_new_token_raises_its_probability(tmp_path):
