@@ -264,12 +264,11 @@ class _Gaps:
 
 
 def _solve_glue(
-    pairs: Counter, left: Iterable[str] = (), right: Iterable[str] = (),
-    free: set[str] | None = None,
-) -> tuple[set[str], set[str]]:  # fmt: skip
+    pairs: Counter, left: Iterable[str] = (), right: Iterable[str] = ()
+) -> tuple[set[str], set[str]]:
     """(glue_left, glue_right) that leave few gap tokens on the counted pairs: from the
-    glue given (none), flip one flag of one token (of `free`; None: any) while that saves
-    tokens (each flip saves some, so it ends), in a fixed order."""
+    glue given (none), flip one flag of one token while that saves tokens (each flip saves
+    some, so it ends), in a fixed order."""
     left, right = set(left), set(right)
     as_after, as_before = defaultdict(list), defaultdict(list)
     for key in pairs:
@@ -280,8 +279,7 @@ def _solve_glue(
     def cost(keys) -> int:  # a gap token where the glue says touch but a space parts them
         return sum(pairs[k] for k in keys if (k[0] in right or k[1] in left) == k[2])
 
-    tokens = sorted(t for t in {*as_after, *as_before} if t is not None
-                    and (free is None or t in free))  # fmt: skip
+    tokens = sorted(t for t in {*as_after, *as_before} if t is not None)
     changed = True
     while changed:
         changed = False
