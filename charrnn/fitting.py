@@ -35,9 +35,10 @@ DROPOUT = {
 # word model's embedding too), and so more steps: at 25 s on 2 CPU cores (about 280 steps
 # of a 1x512 char LSTM) a 1x256 one was up to 6% better, and a word model of 1 MB (about
 # 400 steps at 256) was 2% better at 128 (bench/zoo.py); word models making 500 to 900
-# steps at 256 were worse at 128. Three minutes on a CPU (1,700 to 2,400 steps) keep the
-# 1x512 that bench/quality.py tuned; between 280 and 1,700 steps it was not measured, and
-# 500 is a guess inside that gap.
+# steps at 256 were worse at 128. At 90 s (960 to 990 steps at 512) the 1x512 was better
+# than a 1x256 at twice the lr, by 4% and 0.4% (shakespeare and WikiText-2 whole), and
+# three minutes (1,700 to 2,400 steps) keep the 1x512 that bench/quality.py tuned: the
+# threshold lies between 280 and 960 steps, and 500 is a guess inside that gap.
 FEW_STEPS = 500
 # A char-level run narrowed for being short also takes this many times the default
 # learning rate (AdamW's; SGD's is kept): at 25 s (450 to 1,100 steps of a 1x256 LSTM)
