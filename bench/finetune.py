@@ -3,12 +3,14 @@ text, carried to a small one (`charrnn train SMALL --init-from BASE`), beat a mo
 on the small text alone in the same time? Char and word level.
 
     python bench/finetune.py                                  # 5m bases, 2m each after
-    python bench/finetune.py --small fortunes --small-kb 100 --levels char
+    python bench/finetune.py --base fortunes --levels char    # a base of fortunes instead
+    python bench/finetune.py --base shakespeare --small fortunes --small-kb 100
     python bench/finetune.py --base-budget 20s --budget 10s --levels char   # a quick check
 
-For each level (--tokenizer char, word): a base run trained on all of WikiText-2's
-valid.txt and test.txt (../shared/corpora/wikitext-2-valtest) for --base-budget; then, on
-the first --small-kb KB of tiny-shakespeare (or of fortunes), one run fine-tuned from the
+For each level (--tokenizer char, word): a base run trained on a larger text for
+--base-budget (--base: all of WikiText-2's valid.txt and test.txt, the default, or all of
+fortunes or of tiny-shakespeare, from ../shared/corpora); then, on the first --small-kb
+KB of another of them (--small: tiny-shakespeare or fortunes), one run fine-tuned from the
 base and one from scratch, each for --budget, with the defaults of each (the fine-tuned
 one takes the base's model and the fine-tuning defaults; the scratch one the device's
 defaults for the small text, the same model shape as the base). Both read the same text,
@@ -42,6 +44,9 @@ from charrnn.settings import format_duration, parse_duration  # noqa: E402
 CORPORA = ROOT.parent / "shared" / "corpora"
 WIKITEXT = ("wikitext-2-valtest/valid.txt", "wikitext-2-valtest/test.txt")
 SMALL = {"shakespeare": "tinyshakespeare.txt", "fortunes": "fortunes.txt"}
+BASES = {"wikitext": WIKITEXT, **{name: (path,) for name, path in SMALL.items()}}
+NAMES = {"wikitext": "WikiText-2 valid+test", "fortunes": "fortunes", "shakespeare":
+         "tiny-shakespeare"}  # fmt: skip
 
 
 def charrnn(*args: str) -> None:
@@ -75,7 +80,7 @@ def level(kind: str, args: argparse.Namespace, out: Path, small: Path) -> dict:
     """Train the base, the fine-tuned and the scratch run of one level; their figures."""
     common = ["--tokenizer", kind, "--device", args.device, *args.extra]
     base, tuned, scratch = (out / f"{kind}-{name}" for name in ("base", "tuned", "scratch"))
-    charrnn("train", *(args.corpora / f for f in WIKITEXT), *common, "--time-budget",
+    charrnn("train", *(args.corpora / f for f in BASES[args.base]), *common, "--time-budget",
             args.base_budget, "--run-dir", base)  # fmt: skip
     each = ["--time-budget", args.budget, "--eval-every", args.eval_every, "--device",
             args.device, *args.extra]  # fmt: skip
@@ -90,7 +95,7 @@ def level(kind: str, args: argparse.Namespace, out: Path, small: Path) -> dict:
 def row(kind: str, runs: dict, args: argparse.Namespace) -> str:
     b, t, s = runs["base"], runs["tuned"], runs["scratch"]
     unit = "char" if kind == "char" else "token"
-    base = (f"WikiText-2 valid+test, {format_duration(args.base_budget)}, "
+    base = (f"{NAMES[args.base]}, {format_duration(args.base_budget)}, "
             f"{runs['base_steps']:,} steps: val {b['val_loss']:.3f} nats/{unit}")  # fmt: skip
     tuned = f"{t['val_loss']:.3f} ({t['val_bpc']:.3f} bits/char) at step {t['step']:,}"
     scratch = f"{s['val_loss']:.3f} ({s['val_bpc']:.3f} bits/char) at step {s['step']:,}"
@@ -103,6 +108,7 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base-budget", type=parse_duration, default=300.0)
     p.add_argument("--budget", type=parse_duration, default=120.0, help="each small run's")
+    p.add_argument("--base", choices=tuple(BASES), default="wikitext", help="the base's text")
     p.add_argument("--small", choices=tuple(SMALL), default="shakespeare")
     p.add_argument("--small-kb", type=int, default=60)
     p.add_argument("--levels", default="char,word")
@@ -117,13 +123,16 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
+    if args.base == args.small:
+        sys.exit(f"--base {args.base} would hold the small text: give another --small")
     args.out.mkdir(parents=True, exist_ok=False)
     small = small_text(args, args.out)
     kinds = [k.strip() for k in args.levels.split(",") if k.strip()]
     rows = [row(kind, level(kind, args, args.out, small), args) for kind in kinds]
     chars = len(small.read_text(encoding="utf-8"))
-    print(f"Fine-tuned from a base of WikiText-2 against trained from scratch, on the first "
-          f"{chars:,} characters of {args.small} (last 10% held out); {args.device}, "
+    print(f"Fine-tuned from a base of {NAMES[args.base]} against trained from scratch, "
+          f"on the first {chars:,} characters of {args.small} (last 10% held out); "
+          f"{args.device}, "
           f"{datetime.now():%Y-%m-%d}; `python bench/finetune.py` with "
           f"{' '.join(sys.argv[1:]) or 'its defaults'}\n")  # fmt: skip
     print("| level | base run | budget | fine-tuned: val loss (per token) | from scratch | "
