@@ -38,7 +38,10 @@ DROPOUT = {
 # steps at 256 were worse at 128. At 90 s (960 to 990 steps at 512) the 1x512 was better
 # than a 1x256 at twice the lr, by 4% and 0.4% (shakespeare and WikiText-2 whole), and
 # three minutes (1,700 to 2,400 steps) keep the 1x512 that bench/quality.py tuned: the
-# threshold lies between 280 and 960 steps, and 500 is a guess inside that gap.
+# threshold lies between 280 and 960 steps, and 500 is a guess inside that gap. Only a
+# time budget: with --steps or --epochs half the width buys no steps, only a smaller model
+# (300 steps at 25 s's rows: the 1x256 at twice the lr 2.6% worse than the 1x512 on
+# shakespeare 100K and WikiText-2 300K, in a third of the time).
 FEW_STEPS = 500
 # A char-level run narrowed for being short also takes this many times the default
 # learning rate (AdamW's; SGD's is kept): at 25 s (450 to 1,100 steps of a 1x256 LSTM)
@@ -65,9 +68,10 @@ class Fitted:
 
 def narrower(context: tuple[str, ...], hidden: int, pace: Pace,
              given: Mapping[str, Any]) -> int | None:  # fmt: skip
-    """Half of `hidden` (the default width) for a run that makes too few steps at it, or
-    None where it is kept (or --hidden, --embedding or --tie-weights was given)."""
-    if pace.steps >= FEW_STEPS:
+    """Half of `hidden` (the default width) for a run whose time budget makes too few steps
+    at it, or None where it is kept (a run of given steps or epochs, or --hidden,
+    --embedding or --tie-weights given)."""
+    if not pace.timed or pace.steps >= FEW_STEPS:
         return None
     if any(given.get(k) is not None for k in ("hidden", "embedding", "tie_weights")):
         return None

@@ -160,12 +160,20 @@ def test_defaults_are_fitted_to_the_passes_a_run_makes_and_a_flag_wins(tmp_path)
     assert "--hidden 256 --dropout" in line and "--lr 0.016 --eval-every" in line
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["model"]["hidden"] == 256 and config["train"]["lr"] == 0.016
+    steps = runner.invoke(app, ["train", str(tmp_path / "t.txt"), "--steps", "2",
+                                "--run-dir", str(tmp_path / "s")])  # fmt: skip
+    assert steps.exit_code == 0 and "--hidden" not in steps.stderr.splitlines()[1]
+    config = json.loads((tmp_path / "s" / "config.json").read_text())  # as few steps, kept
+    assert config["model"]["hidden"] == 512 and config["train"]["lr"] == 0.008
 
 
 def test_a_run_too_short_for_the_default_width_gets_half_of_it_and_char_a_hotter_lr():
-    few, many = (pace.Pace(1, steps, "how") for steps in (fitting.FEW_STEPS - 1, fitting.FEW_STEPS))
+    few, many = (pace.Pace(1, steps, "how", timed=True)
+                 for steps in (fitting.FEW_STEPS - 1, fitting.FEW_STEPS))  # fmt: skip
     char = ("cpu", "char", "adamw")
     assert fitting.narrower(char, 512, few, {}) == 256
+    given_steps = pace.Pace(1, fitting.FEW_STEPS - 1, "how")  # --steps: no steps to gain
+    assert fitting.narrower(char, 512, given_steps, {}) is None
     assert fitting.narrower(("cpu", "bpe", "adamw"), 512, few, {}) == 256
     assert fitting.narrower(char, 512, many, {}) is None
     assert fitting.narrower(char, 512, few, {"hidden": 512}) is None
@@ -192,9 +200,9 @@ def test_a_time_budget_is_paced_by_a_probe_that_leaves_the_random_state_alone():
     paced = pace.planned(config, model, windows_per_epoch=10, tokens_per_step=16,
                          device=torch.device("cpu"))  # fmt: skip
     assert torch.equal(torch.get_rng_state(), before)
-    assert paced.epochs > 1 and "epochs in 1m0s at " in paced.how
+    assert paced.epochs > 1 and "epochs in 1m0s at " in paced.how and paced.timed
     steps = pace.planned(TrainConfig(steps=25), model, 10, 16, torch.device("cpu"))
-    assert (steps.epochs, steps.steps, steps.how) == (2.5, 25, "2.5 epochs")
+    assert (steps.epochs, steps.steps, steps.how, steps.timed) == (2.5, 25, "2.5 epochs", False)
 
 
 def test_the_fitted_tables_take_the_first_row_the_value_is_under():

@@ -202,7 +202,13 @@ def test_a_word_model_has_defaults_of_its_own_and_ties_only_sizes_that_fit(tmp_p
                                "--steps", "1", "--run-dir", str(tmp_path / "bare")])  # fmt: skip
     assert bare.exit_code == 0, bare.output
     first = bare.stderr.splitlines()[0]
-    # the word defaults, 256 tied, halved (embedding too) for a run of one step (fitting.py)
-    assert "--hidden 128 --embedding 128" in first and "--tie-weights" in first
-    assert "steps of --hidden 256, so " in bare.stderr
+    assert "--hidden 256 --embedding 256" in first and "--tie-weights" in first  # the defaults
     assert "--seq-len 35" in first
+    short = runner.invoke(app, ["train", str(tmp_path / "w.txt"), "--tokenizer", "word",
+                                "--time-budget", "1s", "--run-dir",
+                                str(tmp_path / "short")])  # fmt: skip
+    assert short.exit_code == 0, short.output
+    first = short.stderr.splitlines()[0]
+    # halved (the tied embedding too) for a time budget too short for them (fitting.py)
+    assert "--hidden 128 --embedding 128" in first and "--tie-weights" in first
+    assert "steps of --hidden 256, so " in short.stderr

@@ -32,6 +32,7 @@ class Pace:
     epochs: float  # passes over the training split the run is asked for, or will fit
     steps: float  # the steps that makes
     how: str  # "7.2 epochs", "about 7.2 epochs in 25s at 21,400 tokens/s"
+    timed: bool = False  # under a time budget: a faster model makes more steps
 
 
 def planned(
@@ -49,7 +50,7 @@ def planned(
     epochs = steps / windows_per_epoch
     return Pace(epochs, steps, f"about {passes(epochs)} epochs in "
                 f"{format_duration(config.time_budget)} at {tokens_per_step / seconds:,.0f} "
-                "tokens/s")  # fmt: skip
+                "tokens/s", timed=True)  # fmt: skip
 
 
 def passes(epochs: float) -> str:
