@@ -40,8 +40,8 @@ DROPOUT = {
 # three minutes (1,700 to 2,400 steps) keep the 1x512 that bench/quality.py tuned: the
 # threshold lies between 280 and 960 steps, and 500 is a guess inside that gap. Only a
 # time budget: with --steps or --epochs half the width buys no steps, only a smaller model
-# (300 steps at 25 s's rows: the 1x256 at twice the lr 2.6% worse than the 1x512 on
-# shakespeare 100K and WikiText-2 300K, in a third of the time).
+# (at 300 steps the 1x256 at twice the lr was 2.6% worse than the 1x512 on two of the
+# zoo's rows, and the kept width better on 3 of 4 others).
 FEW_STEPS = 500
 # A char-level run narrowed for being short also takes this many times the default
 # learning rate (AdamW's; SGD's is kept): at 25 s (450 to 1,100 steps of a 1x256 LSTM)
