@@ -3,7 +3,7 @@ that depend on how much text there is get their values from it, not from one tex
 tuned them on: the model's width (and with it the learning rate) from the steps the run
 has time for, dropout from the passes it will make over its training split (a text read
 many times overfits; pace.py says how many), the evaluations' interval from the split's
-size.
+size, and whether (and over how many steps) to average the weights.
 
     narrower(context, hidden, pace, given) -> the width for a run too short for `hidden`
     fit(context, train_tokens, val_tokens, windows_per_epoch, tokens_per_step, pace, given,
@@ -50,6 +50,16 @@ FEW_STEPS = 500
 # Word models keep SGD's lr 20: 10 and 40 were better on 1 of the 9 word rows, by 0.1%.
 HOTTER = {"char": 2.0, "word": 1.0}
 
+# --average, in evaluation intervals, per tokenizer (0: off). A word model trains with SGD
+# at a constant lr of 20 until val loss stalls; its weights' average over the last two
+# intervals, picked by validation where it is the better, measured at 25 s on the zoo's
+# word rows (bench/zoo.py): WikiText-2 100K 78.3 -> 71.4 per word, shakespeare 100K 274.0
+# -> 260.6, 300K 418.9 -> 402.4, whole 351.4 -> 329.5; fortunes 100K 868.1 -> 863.4;
+# WikiText-2 300K 132.8 -> 134.4 (the one loss); on the larger texts the trained weights
+# were kept. At 3 minutes on WikiText-2 valid -> test: 139.30 -> 132.61 per word. Char
+# models train with AdamW on a schedule that anneals by itself; there the average was
+# worse on 3 of the 4 rows tried (bench/RESULTS.md, "Averaged weights").
+AVERAGE = {"char": 0, "word": 2}
 
 # Settings that take the fitted dropout too, per tokenizer: a word model's embedded inputs
 # are dropped as its outputs are (AWD-LSTM's dropouti, locked as --dropout is).
@@ -94,7 +104,7 @@ def fit(
     if hidden is not None:  # a tied word model's embedding is its width
         model |= {"hidden": hidden} | ({"embedding": hidden} if family == "word" else {})
     every = given.get("eval_every") or eval_interval(windows_per_epoch, val_tokens, tokens_per_step)
-    train: dict[str, Any] = {"eval_every": every}
+    train: dict[str, Any] = {"eval_every": every, "average": AVERAGE[family] * every}
     if hidden is not None and optimizer == "adamw" and HOTTER[family] != 1:
         train["lr"] = lr * HOTTER[family]
     model = {k: v for k, v in model.items() if given.get(k) is None}

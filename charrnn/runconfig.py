@@ -2,7 +2,7 @@
 place that reads older format versions (migrate). run.py makes runs with it; api.load()
 loads one to use it. Nothing here trains or prints.
 
-    config.json, format_version 3
+    config.json, format_version 4
       model, train, tokenizer   ModelConfig, TrainConfig, TokenizerConfig: every key is a
                                 setting's name (settings.py); tokenizer holds what was asked
       corpus                    CorpusConfig, and what reading it gave: sources, files,
@@ -171,7 +171,15 @@ def _from_2(data: dict) -> dict:
     return {**data, "model": model, "train": train}
 
 
-MIGRATIONS = {1: _from_1, 2: _from_2}  # format_version -> the step to the next one
+def _from_3(data: dict) -> dict:
+    """Format 4 added --average: a run made before never averages its weights."""
+    train = data.get("train")
+    if isinstance(train, dict):
+        train = {"average": 0, **train}
+    return {**data, "train": train}
+
+
+MIGRATIONS = {1: _from_1, 2: _from_2, 3: _from_3}  # format_version -> the step to the next
 
 
 def read_config(run_dir: Path) -> RunConfig:

@@ -31,10 +31,11 @@ from charrnn.training.trainer import Trainer
 from .conftest import TEXT, job, load_last
 
 # A constant learning rate (no warmup, no decay), so that a run of 10 steps resumed for 10
-# more follows the same schedule as a run of 20; no dropout, so that the ranks draw nothing.
+# more follows the same schedule as a run of 20; no dropout, so that the ranks draw nothing;
+# the weights' average kept (and carried through last/ from one number of ranks to another).
 ARGS = ["--layers", "1", "--hidden", "32", "--embedding", "8", "--seq-len", "16",
         "--dropout", "0", "--seed", "3", "--lr", "3e-3", "--warmup-steps", "0",
-        "--min-lr-frac", "1", "--eval-every", "5", "--device", "cpu"]  # fmt: skip
+        "--min-lr-frac", "1", "--eval-every", "5", "--average", "4", "--device", "cpu"]  # fmt: skip
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the tests share a small machine
 TIMEOUT = 180  # seconds for one launch on a loaded 2-core machine; they take ~10
 

@@ -137,7 +137,8 @@ def eval_line(report, train_cfg: TrainConfig) -> str:
     """An evaluation in one line: the losses, and where the run stands with --patience."""
     p = report.progress
     train = f" (train {report.train.loss:.4f})" if report.train else ""
-    head = f"step {p.step} · epoch {p.epoch + 1} · val {report.val.loss:.4f}{train}"
+    averaged = " of the averaged weights" if report.averaged else ""
+    head = f"step {p.step} · epoch {p.epoch + 1} · val {report.val.loss:.4f}{averaged}{train}"
     if report.improved:
         return f"{head} · new best"
     patience = f" of --patience {train_cfg.patience}" if train_cfg.patience else ""
@@ -154,7 +155,8 @@ def eval_table(report) -> Table:
     )
     for col in ("", "loss (nats/token)", "bits/char", "ppl/word", "ppl/token"):
         table.add_column(col, justify="right")
-    for name, m in (("train", report.train), ("val", report.val)):
+    val = "val (averaged)" if report.averaged else "val"
+    for name, m in (("train", report.train), (val, report.val)):
         if m is None:
             continue
         table.add_row(name, f"{m.loss:.4f}", f"{m.bpc:.4f}", f"{m.word_perplexity:.2f}",

@@ -106,6 +106,12 @@ class TrainConfig:
         check=at_least(1),
         on_resume="change",
     )  # fmt: skip
+    average: int | None = setting(
+        None, "When val loss does not improve, also try the weights averaged over about N "
+        "steps; the better is kept (off: never).",
+        check=not_negative, parse=off_or(int, 0), show=shown_off(0), metavar="N|off",
+        fitted="fitted to the text",
+    )  # fmt: skip
     val_frac: float = setting(
         0.1, "The last part of the text, held out.", check=within(0, 1, True, True)
     )

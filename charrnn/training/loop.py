@@ -83,8 +83,9 @@ def fit(job: Job, should_stop: Callable[[], bool] = lambda: False) -> Iterator[R
 
 
 def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
-    """Evaluate on the whole validation split; save the best model, last/ and metrics;
-    sample a short `preview` of what the model writes now."""
+    """Evaluate on the whole validation split (and, where the trained weights do not beat
+    the best, their average: average.py); save the best model, last/ and metrics; sample a
+    short `preview` of what the model writes now."""
     p, model, world = trainer.progress, trainer.module, trainer.world
     nats, tokens = trainer.since_eval.take(world)
     grads = trainer.grads.take()
@@ -92,23 +93,36 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
     if tokens:  # characters and words of the windows read: the split's ratios to tokens
         chars, words = (round(tokens / ratio) for ratio in trainer.tokens_per)
         train = Metrics.of(nats, tokens, chars, words)
-    val = evaluate(model, trainer.val_ids, trainer.config.seq_len, trainer.tokenizer,
-                   trainer.device, world, trainer.val_counts)  # fmt: skip
+    val, chosen = validate(trainer, model), model
+    average = trainer.average
+    if average is not None and not val.loss < p.best_val_loss:  # stalled: try the average
+        averaged = validate(trainer, average.model)
+        if averaged.loss < val.loss:
+            val, chosen = averaged, average.model
     record = metrics_record(trainer, train, val, grads)  # the lr of the steps behind it
+    if average is not None:
+        record["averaged"] = chosen is average.model
     after_evaluation(trainer.config, p, val.loss < p.best_val_loss)  # into last/ with it
     if p.ended:
         record["ended"] = p.ended
-    improved = trainer.save_evaluation(val, record)
+    improved = trainer.save_evaluation(val, record, chosen)
     text = None
     if world.is_main:  # only rank 0 shows it
         text = sample_text(
-            model, trainer.tokenizer, "", preview,
+            chosen, trainer.tokenizer, "", preview,
             # its own generator: training's random stream stays untouched
             torch.Generator(trainer.device).manual_seed(p.step),
         )[0]  # fmt: skip
     model.train()
     return trainer.report("eval", train=train, val=val, grads=grads, improved=improved,
-                          sample=text, message=trainer.saved.failed)  # fmt: skip
+                          averaged=chosen is not model, sample=text,
+                          message=trainer.saved.failed)  # fmt: skip
+
+
+def validate(trainer: Trainer, model) -> Metrics:
+    """`model`'s loss on the whole validation split."""
+    return evaluate(model, trainer.val_ids, trainer.config.seq_len, trainer.tokenizer,
+                    trainer.device, trainer.world, trainer.val_counts)  # fmt: skip
 
 
 def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics, grads) -> dict:

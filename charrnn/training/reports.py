@@ -54,6 +54,7 @@ class Report:
     val: Metrics | None = None
     grads: GradStats | None = None  # the gradient norm since the previous evaluation
     improved: bool = False  # this evaluation is the best so far and was saved
+    averaged: bool = False  # the val loss is the averaged weights' (--average)
     sample: str | None = None  # a short sample from the model at this evaluation
     message: str | None = None  # what went wrong: a failed save, a divergence
     saved: Saved | None = None  # what the run directory holds (rank 0's view)

@@ -30,6 +30,7 @@ from charrnn.distributed import SINGLE, World
 from charrnn.metrics import Metrics, text_counts
 from charrnn.model import RNNLanguageModel, State, detach
 from charrnn.sample import SampleConfig
+from charrnn.training.average import Average
 from charrnn.training.config import PRECISIONS, TrainConfig
 from charrnn.training.meters import GradNorms, Guard, Meter, keep_state
 from charrnn.training.reports import Progress, Report, Saved
@@ -104,6 +105,8 @@ class Trainer:
         self.since_eval = Meter(self.device)  # training loss since the last evaluation
         self.guard = Guard(self.device)
         self.grads = GradNorms(self.device)  # the gradient's norm since the last evaluation
+        # the weights' moving average, for validation to pick (None: off, or not fitted)
+        self.average = Average(model, config.average) if config.average else None
         if world.rank > 0:  # its own dropout masks, not a copy of rank 0's
             torch.manual_seed(rank_seed(config.seed, world.rank, 0))
 
@@ -163,6 +166,8 @@ class Trainer:
         # (under autocast the RNNs return fp16 states: carry them in fp32 like the weights)
         self.state = keep_state(skip, self.state, tuple(s.float() for s in detach(state)))
         p.step, p.window = p.step + 1, p.window + 1
+        if self.average is not None:
+            self.average.update(self.module, p.step)
         p.tokens += y.numel() * self.world.size  # every rank reads as many
         # `skip` agrees on every rank: DDP gave them all the same averaged gradient.
         nats = torch.where(skip, 0.0, loss.detach().double() * y.numel())
@@ -196,6 +201,7 @@ class Trainer:
             "grad_norms": self.grads.sums.tolist(),  # the same on every rank (DDP)
             "world_size": self.world.size,
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "average": self.average.state_dict() if self.average is not None else {},
         }
 
     def restore(self, saved: dict) -> None:
@@ -227,20 +233,23 @@ class Trainer:
             self.scaler.load_state_dict(saved["scaler"])
         self.guard.reset()
         self.grads.sums.copy_(torch.tensor(saved.get("grad_norms", [0.0] * 4)))  # old: none
+        if self.average is not None and saved.get("average"):
+            self.average.load_state_dict(saved["average"])
 
-    def save_evaluation(self, val: Metrics, record: dict) -> bool:
-        """After an evaluation: model.safetensors if `val` is the best so far, the progress
-        in config.json and a line of metrics.jsonl (rank 0 writes), then last/ (every rank
-        takes part). True if the best model moved to this step. The best moves only once its
-        weights are on disk: after a failed save (a full disk) the run's best is still the
-        one saved, and a later, lesser one may replace it. What failed is in saved.failed."""
+    def save_evaluation(self, val: Metrics, record: dict, model: RNNLanguageModel) -> bool:
+        """After an evaluation of `model` (the trained one, or the average): its weights in
+        model.safetensors if `val` is the best so far, the progress in config.json and a
+        line of metrics.jsonl (rank 0 writes), then last/ (every rank takes part). True if
+        the best model moved to this step. The best moves only once its weights are on disk:
+        after a failed save (a full disk) the run's best is still the one saved, and a
+        later, lesser one may replace it. What failed is in saved.failed."""
         p = self.progress
         improved = val.loss < p.best_val_loss  # False for NaN: NaN weights never replace good
         failed = None
         if self.world.is_main:  # rank 0 alone writes
             try:
                 if improved:
-                    checkpoint.save_weights(self.run_dir, self.module)
+                    checkpoint.save_weights(self.run_dir, model)
                     p.best_val_loss, p.best_step = val.loss, p.step
                 progress = {"step": p.step, "best_val_loss": p.best_val_loss,
                             "best_step": p.best_step, "ended": p.ended}  # fmt: skip
