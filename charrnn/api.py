@@ -153,6 +153,7 @@ def describe(run: Run) -> dict:
         "best_step": c.best_step,
         "best_val_bpc": best.get("val_bpc"),
         "best_val_word_perplexity": best.get("val_word_perplexity"),
+        "best_averaged": bool(best.get("averaged")),  # model.safetensors holds an average
         "gradient": {k: metrics[-1][k] for k in GRADIENT_KEYS if metrics and k in metrics[-1]},
         "evaluations": len(metrics),
         "vocab_size": run.tokenizer.vocab_size,

@@ -113,7 +113,14 @@ def test_average_is_a_flag_off_turns_it_off_and_the_evaluation_line_says_it(tmp_
                         "off", "--optimizer", "sgd", "--lr", "2", "--average", "8",
                         name="on")  # fmt: skip
     assert json.loads((run_dir / "config.json").read_text())["train"]["average"] == 8
-    assert any(m["averaged"] for m in checkpoint.read_metrics(run_dir))
+    metrics = checkpoint.read_metrics(run_dir)
+    assert any(m["averaged"] for m in metrics)
+    best = json.loads((run_dir / "config.json").read_text())["best_step"]
+    averaged = next(m["averaged"] for m in metrics if m["step"] == best)
+    info = json.loads(runner.invoke(app, ["info", str(run_dir), "--json"]).stdout)
+    assert info["best_averaged"] is averaged
+    shown = " ".join(runner.invoke(app, ["info", str(run_dir)]).stdout.split())
+    assert ("(the averaged weights, --average)" in shown) is averaged
     bad = runner.invoke(app, ["train", "--average", "often", "--steps", "1"])
     assert bad.exit_code == 2 and "--average" in bad.stderr and "or off" in bad.stderr
 

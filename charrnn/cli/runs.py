@@ -42,9 +42,9 @@ def info(run_dir: RunDir, as_json: AsJson = False):
     if c.best_val_loss is not None:
         bpc, ppl = summary["best_val_bpc"], summary["best_val_word_perplexity"]
         bpc = (f", {bpc:.4f} bits/char" if bpc else "") + (f", {ppl:.2f} ppl/word" if ppl else "")
-        table.add_row(
-            "best val loss", f"{c.best_val_loss:.4f} nats/token{bpc} at step {c.best_step}"
-        )
+        averaged = " (the averaged weights, --average)" if summary["best_averaged"] else ""
+        table.add_row("best val loss", f"{c.best_val_loss:.4f} nats/token{bpc} at step "
+                      f"{c.best_step}{averaged}")  # fmt: skip
     g = summary["gradient"]
     if g:
         table.add_row("gradient", f"norm before clipping at the last evaluation: mean "
