@@ -40,8 +40,8 @@ from charrnn.paths import fsync_dir
 # Of config.json; run.py reads older ones (runconfig.migrate). 3: settings for validation-driven
 # training and the regularisers (older runs keep their behaviour), tokenizer.json lists a
 # char vocabulary in id order (a grown one is not in code-point order), init_from may be set.
-# 4: --average (older runs do not average).
-FORMAT_VERSION = 4
+# 4: --average (older runs do not average). 5: --word-split (older runs split punctuation).
+FORMAT_VERSION = 5
 ENDINGS = (None, "patience")  # Progress.ended: why a run ended before its length
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

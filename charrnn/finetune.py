@@ -149,6 +149,12 @@ class Base:
             )
         if kind != "word":
             return {"tokenizer": kind} | ({"vocab_size": size} if kind != "char" else {})
+        split = getattr(self.tokenizer, "split", "punct")  # a legacy vocabulary splits marks
+        if given.get("word_split", split) != split:
+            raise ConfigError(
+                f"--word-split {given['word_split']}: --init-from {self.dir} splits its words "
+                f"as {split}, which a fine-tuned run keeps; leave out --word-split"
+            )
         if asked is not None and asked < size:
             raise ConfigError(
                 f"--vocab-size {asked:,} is smaller than the {size:,} tokens of --init-from "
@@ -159,7 +165,7 @@ class Base:
                 f"--vocab-size {asked:,} is past the {MAX_VOCAB:,} token ids charrnn's id "
                 "files hold"
             )
-        return {"tokenizer": kind, "vocab_size": asked or size + GROWTH}
+        return {"tokenizer": kind, "vocab_size": asked or size + GROWTH, "word_split": split}
 
     def grown_tokenizer(self, text: Corpus, config: TokenizerConfig, documents: str) -> Tokenizer:
         """RUN's tokenizer, grown by what the new text (cut into its documents) needs."""

@@ -179,7 +179,16 @@ def _from_3(data: dict) -> dict:
     return {**data, "train": train}
 
 
-MIGRATIONS = {1: _from_1, 2: _from_2, 3: _from_3}  # format_version -> the step to the next
+def _from_4(data: dict) -> dict:
+    """Format 5 added --word-split: a run made before split punctuation off its words."""
+    tok = data.get("tokenizer")
+    if isinstance(tok, dict):
+        tok = {"word_split": "punct" if tok.get("tokenizer") == "word" else None, **tok}
+    return {**data, "tokenizer": tok}
+
+
+# format_version -> the step to the next
+MIGRATIONS = {1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4}
 
 
 def read_config(run_dir: Path) -> RunConfig:

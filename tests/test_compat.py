@@ -41,7 +41,7 @@ def test_a_format_1_config_reads_with_the_new_names():
     info = runner.invoke(app, ["info", str(V1 / "char-lstm"), "--json"])
     assert info.exit_code == 0, info.output
     assert json.loads(info.stdout)["tokenizer"] == {
-        "tokenizer": "char", "vocab_size": None, "min_count": 1
+        "tokenizer": "char", "vocab_size": None, "min_count": 1, "word_split": None
     }  # fmt: skip
 
 
@@ -53,6 +53,6 @@ def test_a_format_1_run_resumes_and_is_upgraded(tmp_path):
                                  "--steps", "30"])  # fmt: skip
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
-    assert config["format_version"] == 4 and config["step"] == 30
+    assert config["format_version"] == 5 and config["step"] == 30
     assert config["tokenizer"]["tokenizer"] == "char"
     assert charrnn.load(run).config.step == 30

@@ -175,7 +175,9 @@ def test_a_word_run_grows_its_words_and_keeps_its_tied_weights(root):
     assert tuned.config.model.tie_weights and tuned.model.decoder.weight is tuned.model.embed.weight
     V = base.tokenizer.vocab_size
     assert tuned.tokenizer.tokens[:V] == base.tokenizer.tokens
-    assert "wizards" in tuned.tokenizer.tokens[V:]
+    assert "{wizards}" in tuned.tokenizer.tokens[V:]  # a word as the text spaces it
+    assert tuned.tokenizer.split == base.tokenizer.split == "space"
+    assert tuned.config.tokenizer.word_split == "space"
     assert tuned.config.tokenizer.vocab_size == V + finetune.GROWTH  # at most 10,000 more
 
 
@@ -254,6 +256,8 @@ BAD = [
     (["--init-from", "{char}", "--forget-bias", "1"], "--forget-bias 1 (RUN's: none)"),
     (["--init-from", "{char}", "--tokenizer", "word"], "--tokenizer word: --init-from"),
     (["--init-from", "{char}", "--vocab-size", "99"], "--vocab-size is for word, bpe"),
+    (["--init-from", "{word}", "--embedding", "32", "--word-split", "punct"],
+     "--word-split punct: --init-from"),
     (["--init-from", "{word}", "--embedding", "32", "--vocab-size", "10"],
      "--vocab-size 10 is smaller than the"),
     (["--init-from", "{word}", "--embedding", "32", "--vocab-size", str(2**31 + 1)],

@@ -491,7 +491,8 @@ def test_on_unknown_skip_inspects_the_text_without_them(run_dir):
 def word_run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("neurons_words")
     small = ["--hidden", "8", "--embedding", "4", "--batch-size", "2", "--seq-len", "8"]
-    return cli_train(root, TEXT, "--tokenizer", "word", "--steps", "2", "--eval-every", "2", *small)
+    return cli_train(root, TEXT, "--tokenizer", "word", "--word-split", "punct", "--steps", "2",
+                     "--eval-every", "2", *small)  # fmt: skip
 
 
 WORDS = "All speak, zyzzyva Citizen: xyst zyzzyva."  # zyzzyva and xyst are not in TEXT

@@ -13,7 +13,7 @@ from charrnn import tokenizers
 from charrnn.cli import app
 from charrnn.data import Streams
 from charrnn.tokenizers import CharTokenizer, TokenizerConfig
-from charrnn.tokenizers.words import ATOMS, LegacyWordTokenizer
+from charrnn.tokenizers.words import ATOMS, SPLITS, LegacyWordTokenizer
 
 from .conftest import cli_train
 
@@ -40,7 +40,7 @@ def words_of(text: str) -> int:
 @given(st.one_of(st.text(min_size=1), PROSE))
 def test_word_round_trip_on_any_unicode(text):
     for tok in (
-        tokenizers.fit(TokenizerConfig("word"), [text]),
+        *(tokenizers.fit(TokenizerConfig("word", word_split=s), [text]) for s in SPLITS),
         LegacyWordTokenizer.fit([text], 10_000),
     ):
         ids = tok.encode(text)
@@ -51,24 +51,26 @@ def test_word_round_trip_on_any_unicode(text):
 @given(PROSE, PROSE)
 def test_word_text_cut_after_a_newline_encodes_in_two(a, b):
     a += "\n"  # how the corpus is read: chunks that end at a newline
-    tok = tokenizers.fit(TokenizerConfig("word"), [a, b])
-    assert tok.decode(np.concatenate([tok.encode(a), tok.encode(b)])) == a + b
-    documents = [tok.eos_id, *tok.encode(a), tok.eos_id, *tok.encode(b), tok.eos_id]
-    assert tok.decode(documents) == a + b and tok.count_chars(documents) == len(a + b) + 3
-    assert tok.count_words(documents) == words_of("\n" + a + "\n" + b + "\n")
+    for split in SPLITS:
+        tok = tokenizers.fit(TokenizerConfig("word", word_split=split), [a, b])
+        assert tok.decode(np.concatenate([tok.encode(a), tok.encode(b)])) == a + b
+        documents = [tok.eos_id, *tok.encode(a), tok.eos_id, *tok.encode(b), tok.eos_id]
+        assert tok.decode(documents) == a + b and tok.count_chars(documents) == len(a + b) + 3
+        assert tok.count_words(documents) == words_of("\n" + a + "\n" + b + "\n")
 
 
 @given(PROSE, PROSE)
 def test_word_unknowns_are_cut_out_or_written_as_unk(seen, text):
-    tok = tokenizers.fit(TokenizerConfig("word"), [seen])
-    unknown = set(tok.unknown(text))
-    atoms = [c for a in ATOMS.findall(text) for c in (a if a.isspace() and a not in tok.index
-                                                      else [a])]  # fmt: skip
-    kept = "".join(a for a in atoms if a not in unknown)
-    assert tok.decode(tok.encode(text, "skip")) == kept
-    assert tok.decode(tok.encode(text, "unk")) == "".join(
-        "<unk>" if a in unknown else a for a in atoms
-    )
+    for split in SPLITS:
+        tok = tokenizers.fit(TokenizerConfig("word", word_split=split), [seen])
+        unknown = set(tok.unknown(text))
+        atoms = [c for a in ATOMS[split].findall(text)
+                 for c in (a if a.isspace() and a not in tok.index else [a])]  # fmt: skip
+        kept = "".join(a for a in atoms if a not in unknown)
+        assert tok.decode(tok.encode(text, "skip")) == kept
+        assert tok.decode(tok.encode(text, "unk")) == "".join(
+            "<unk>" if a in unknown else a for a in atoms
+        )
 
 
 @given(st.one_of(st.text(), PROSE), st.lists(st.integers(0, 50)))

@@ -9,6 +9,7 @@ import pytest
 
 import charrnn
 from charrnn import tokenizers
+from charrnn.errors import ConfigError
 from charrnn.tokenizers import CharTokenizer, subwords
 
 UNICODE = "héllo wörld — ünïcödé ∑ 𝄞 emoji 🦜 e\u0301 Ω\tend\r\n\x00\ud800"
@@ -74,21 +75,44 @@ def pieces(tok, text: str) -> list[str]:
     return [tok.tokens[i] for i in tok.encode(text).tolist()]
 
 
+PUNCT = TokenizerConfig("word", word_split="punct")
+
+
 def test_word_tokens_are_words_and_punctuation_and_a_single_space_is_free():
-    wiki = tokenizers.fit(TokenizerConfig("word"), [WIKI * 3])
+    wiki = tokenizers.fit(PUNCT, [WIKI * 3])
     assert pieces(wiki, " = Robert Boulter = \n \n") == ["=", "Robert", "Boulter", "=", "\n", "\n"]
-    prose = tokenizers.fit(TokenizerConfig("word"), [TEXT])
+    prose = tokenizers.fit(PUNCT, [TEXT])
     assert pieces(prose, "First Citizen:\nSpeak, speak.\n") == [
         "First", "Citizen", ":", "\n", "Speak", ",", "speak", ".", "\n"
     ]  # fmt: skip
     # any other gap costs a token: <join> where two tokens touch, the blanks themselves
     assert pieces(prose, "speak,speak : all") == ["speak", ",", "<join>", "speak", " ", ":", "all"]
-    blanks = tokenizers.fit(TokenizerConfig("word"), [TEXT, "\tAll  All"])
+    blanks = tokenizers.fit(PUNCT, [TEXT, "\tAll  All"])
     assert pieces(blanks, "\tAll  ") == ["\t", "All", "  "]
     for tok, text in ((wiki, WIKI), (prose, TEXT)):
         ids = tok.encode(text)
         assert tok.decode(ids) == text and tok.count_chars(ids) == len(text)
         assert len(ids) <= sum(len(line.split()) + 1 for line in text.splitlines()) * 1.5
+
+
+def test_word_tokens_are_all_between_two_blanks_by_default():
+    prose = tokenizers.fit(TokenizerConfig("word"), [TEXT])
+    assert prose.split == "space"
+    assert pieces(prose, "First Citizen:\nSpeak, speak.\n") == [
+        "First", "Citizen:", "\n", "Speak,", "speak.", "\n"
+    ]  # fmt: skip
+    spaced = tokenizers.fit(TokenizerConfig("word"), [TEXT, "Speak,  speak."])
+    assert pieces(spaced, "Speak,  speak.\n") == ["Speak,", "  ", "speak.", "\n"]
+    assert prose.encode("speak,speak", "unk").tolist() == [prose.unk_id]  # one unseen word
+    ids = prose.encode(TEXT)  # a token a word: the words and lines, and the odd blank
+    words = sum(len(line.split()) + 1 for line in TEXT.splitlines())
+    assert prose.decode(ids) == TEXT and words <= len(ids) <= words * 1.05
+    wiki = tokenizers.fit(TokenizerConfig("word"), [WIKI * 3])
+    assert pieces(wiki, " He 's had a guest @-@ role .") == [
+        "He", "'s", "had", "a", "guest", "@-@", "role", "."
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="--word-split is for the word tokenizer"):
+        TokenizerConfig("char", word_split="space")
 
 
 HAND = [
@@ -99,17 +123,22 @@ HAND = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("split", ["space", "punct"])
 @pytest.mark.parametrize("text", HAND)
-def test_word_round_trip_on_hand_cases_fitted_on_the_same_text(text):
-    for tok in (WordTokenizer.fit([text], 10_000), WordTokenizer.fit([TEXT, CODE, text], 10_000)):
+def test_word_round_trip_on_hand_cases_fitted_on_the_same_text(text, split):
+    fits = ([text], [TEXT, CODE, text])
+    for tok in (WordTokenizer.fit(chunks, 10_000, split=split) for chunks in fits):
         ids = tok.encode(text)
         assert tok.decode(ids) == text and tok.unknown(text) == []
         assert tok.count_chars(ids) == len(text)
 
 
-def test_word_round_trip_of_text_fitted_on_other_text():
-    tok = tokenizers.fit(TokenizerConfig("word"), [TEXT, CODE, WIKI])
-    for text in (TEXT, CODE, WIKI, "speak  All\t:\n\n  Citizen,", "  x  ( 1 )\r\n"):
+@pytest.mark.parametrize("split", ["space", "punct"])
+def test_word_round_trip_of_text_fitted_on_other_text(split):
+    tok = tokenizers.fit(TokenizerConfig("word", word_split=split), [TEXT, CODE, WIKI])
+    mixed = ("speak  All\t:\n\n  Citizen,", "  x  ( 1 )\r\n") if split == "punct" else (
+        "Speak,  First\t=\n\n  Citizen:", "  x  + 1\r\n")  # fmt: skip
+    for text in (TEXT, CODE, WIKI, *mixed):
         assert tok.decode(tok.encode(text)) == text
     # a run of blanks it never saw is spelled by the blanks it has
     assert tok.unknown("x" + " " * 13 + "\t\t") == [] and "       " not in tok.index
@@ -157,17 +186,19 @@ def test_glue_is_picked_to_save_gap_tokens():
     assert "-" in left and "-" in right and "@" not in left | right
 
 
-def test_word_files_round_trip_and_say_their_version(tmp_path):
-    tok = tokenizers.fit(TokenizerConfig("word"), [TEXT, CODE])
+@pytest.mark.parametrize("split, version", [("space", 3), ("punct", 2)])
+def test_word_files_round_trip_and_say_their_version(tmp_path, split, version):
+    tok = tokenizers.fit(TokenizerConfig("word", word_split=split), [TEXT, CODE])
     for name, data in tok.files().items():
         (tmp_path / name).write_bytes(data)
     data = json.loads((tmp_path / "tokenizer.json").read_text())
-    assert data["type"] == "word" and data["version"] == 2
+    assert data["type"] == "word" and data["version"] == version  # punct: as charrnn wrote
+    assert data.get("split", "punct") == split
     loaded = tokenizers.load(tmp_path)
     assert isinstance(loaded, WordTokenizer) and loaded.files() == tok.files()
-    assert loaded.encode(CODE).tolist() == tok.encode(CODE).tolist()
-    (tmp_path / "tokenizer.json").write_text(json.dumps({**data, "version": 3}))
-    with pytest.raises(ValueError, match="version 3"):
+    assert loaded.split == split and loaded.encode(CODE).tolist() == tok.encode(CODE).tolist()
+    (tmp_path / "tokenizer.json").write_text(json.dumps({**data, "version": 4}))
+    with pytest.raises(ValueError, match="version 4"):
         tokenizers.load(tmp_path)
 
 

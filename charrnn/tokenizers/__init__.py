@@ -61,11 +61,20 @@ class TokenizerConfig:
         by={"word": 10_000, "bpe": 2_000, "unigram": 2_000}, check=at_least(3),
     )  # fmt: skip
     min_count: int = setting(1, "word: a word seen fewer times is <unk>.", check=at_least(1))
+    # Whole words (punctuation attached) made the zoo's word models better than words and
+    # marks apart where the text glues its punctuation (fortunes, tiny-shakespeare), and
+    # as good on WikiText-2, which spaces it already (bench/RESULTS.md, "Word split").
+    word_split: str | None = setting(
+        None, "word: a token is all between two blanks (\"end.\", \"don't\"), or "
+        "punct: words and punctuation marks apart.", by={"word": "space"}, choices=words.SPLITS,
+    )  # fmt: skip
 
     def __post_init__(self):
         settings.validate(self)
         if self.tokenizer == "char" and self.vocab_size is not None:
             raise ConfigError("--vocab-size is for word, bpe and unigram tokenizers, not char")
+        if self.tokenizer != "word" and self.word_split is not None:
+            raise ConfigError(f"--word-split is for the word tokenizer, not {self.tokenizer}")
 
     def to_dict(self) -> dict:
         return settings.to_json(self)
@@ -119,6 +128,11 @@ def default_vocab(config: TokenizerConfig) -> int:
     )
 
 
+def word_split(config: TokenizerConfig) -> str:
+    """--word-split, or else the word tokenizer's default."""
+    return config.word_split or settings.default_of(TokenizerConfig, "word_split", ["word"])
+
+
 def fit_version(config: TokenizerConfig) -> int | None:
     """The format a fit of this config writes, where formats have changed (word: 2), so
     that a cached fit of an older format is never taken for a new run."""
@@ -130,7 +144,9 @@ def fit(config: TokenizerConfig, chunks: Iterable[str]) -> Tokenizer:
     if config.tokenizer == "char":
         return CharTokenizer.fit(chunks)
     if config.tokenizer == "word":
-        return words.WordTokenizer.fit(chunks, default_vocab(config), config.min_count)
+        return words.WordTokenizer.fit(
+            chunks, default_vocab(config), config.min_count, word_split(config)
+        )
     return SentencePieceTokenizer.fit(chunks, config.tokenizer, default_vocab(config))
 
 

@@ -1,22 +1,27 @@
-"""Word tokenizers: text <-> ids of words and punctuation, in two formats.
+"""Word tokenizers: text <-> ids of words (and punctuation), in two formats.
 
-- WordTokenizer (tokenizer.json "version": 2, what `--tokenizer word` fits): words (\\w+),
-  single punctuation marks, newlines and `<unk>` are the tokens, and the gap between two
-  of them costs no token when it is what the tokenizer expects there: one space, or none
-  where punctuation or a newline "glues" to its neighbour. Every other gap is spelled by
-  tokens: `<join>` where two tokens touch that the default would part, and the blanks
-  themselves (" " where the default is none, "  ", "\\t", ...) otherwise. So a line of
-  WikiText, " = Robert = \\n", is the 4 tokens `= Robert = \\n`, and "Citizen:\\n" is the 3
-  tokens `Citizen : \\n`, yet every text whose tokens are in the vocabulary round-trips.
+- WordTokenizer (tokenizer.json "version": 3, or 2 for a split "punct"; what `--tokenizer
+  word` fits): the text's atoms, per --word-split, are its tokens: "space" (the
+  default) takes every run of characters between two blanks as a word ("end.", "don't",
+  as `line.split()` does), "punct" words (\\w+) and single punctuation marks. Newlines
+  and `<unk>` are tokens too, and the gap between two tokens costs no token when it is
+  what the tokenizer expects there: one space, or none where punctuation or a newline
+  "glues" to its neighbour. Every other gap is spelled by tokens: `<join>` where two
+  tokens touch that the default would part, and the blanks themselves (" " where the
+  default is none, "  ", "\\t", ...) otherwise. So split "punct" makes a line of
+  WikiText, " = Robert = \\n", the 4 tokens `= Robert = \\n`, and "Citizen:\\n" the 3
+  tokens `Citizen : \\n` (split "space": `Citizen: \\n`), yet every text whose tokens
+  are in the vocabulary round-trips.
 - LegacyWordTokenizer (no "version"; runs written before WordTokenizer): every run of
   whitespace is a token of its own. It loads, encodes and decodes as it always has.
 
 Glue, learned by the fit: each punctuation mark and the newline may glue to the token
 before it (`glue_left`: "," "." ":" in English) or to the one after it (`glue_right`: "(",
 and "\\n" where lines start without a blank); two tokens are parted by a space unless one
-of them glues to the other. The fit counts, for each pair of neighbours with punctuation
-or a newline on a side, how often they touch and how often one space parts them, and
-picks the flags that leave the fewest gap tokens. "\\r\\n" shares the flags of "\\n".
+of them glues to the other (split "space" has no marks: only the newline's glue). The fit
+counts, for each pair of neighbours with punctuation or a newline on a side, how often
+they touch and how often one space parts them, and picks the flags that leave the fewest
+gap tokens. "\\r\\n" shares the flags of "\\n".
 
 The start of a text, and the token after each `<eos>`, follow a boundary that acts as a
 newline: a text is encoded as if it came after one, which it does when the corpus is
@@ -47,15 +52,24 @@ from charrnn.tokenizers.base import (
     unknown_symbols,
 )
 
-VERSION = 2  # the format of WordTokenizer's tokenizer.json (1: LegacyWordTokenizer, no key)
+# The format of WordTokenizer's tokenizer.json (1: LegacyWordTokenizer, no key): 2 splits
+# punctuation off, 3 names its --word-split (a split "punct" is still written as 2).
+VERSION = 3
 
 JOIN = "<join>"  # id 2: the two tokens around it touch; decodes to nothing
 SPACE, NEWLINE = " ", "\n"
 EOS_ID, UNK_ID, JOIN_ID = 0, 1, 2
-# Every character falls in exactly one class, so the atoms join back into the text. A
-# literal "<unk>" (WikiText writes its rare words so) is the <unk> token; "\r\n" is one
-# newline, and blanks run up to a newline, so no gap holds one.
-ATOMS = re.compile(r"<unk>|\w+|[^\w\s]|\r?\n|(?:[^\S\r\n]|\r(?!\n))+")
+# The atoms of a text, per --word-split: "space", every run of characters between blanks
+# ("end.", "don't"); "punct", words (\w+) and each punctuation mark apart. Every character
+# falls in exactly one class, so the atoms join back into the text. A literal "<unk>"
+# (WikiText writes its rare words so) is the <unk> token; "\r\n" is one newline, and
+# blanks run up to a newline, so no gap holds one.
+_BLANKS = r"\r?\n|(?:[^\S\r\n]|\r(?!\n))+"
+ATOMS = {
+    "space": re.compile(r"[^\s]+|" + _BLANKS),
+    "punct": re.compile(r"<unk>|\w+|[^\w\s]|" + _BLANKS),
+}
+SPLITS = tuple(ATOMS)
 WORD_START = re.compile(r"\w")
 
 
@@ -72,7 +86,10 @@ def _is_blank(atom: str) -> bool:
     return atom.isspace() and not _is_newline(atom)
 
 
-def _is_word(atom: str) -> bool:
+def _is_word(atom: str, split: str) -> bool:
+    """A word, not a punctuation mark (split "space": everything but blanks and newlines)."""
+    if split == "space":
+        return not atom.isspace()
     return atom == UNK or bool(WORD_START.match(atom))
 
 
@@ -86,9 +103,13 @@ class WordTokenizer:
     tokenizer = "word"
     eos_id, unk_id = EOS_ID, UNK_ID
 
-    def __init__(self, tokens: list[str], glue_left: Iterable[str], glue_right: Iterable[str]):
+    def __init__(self, tokens: list[str], glue_left: Iterable[str], glue_right: Iterable[str],
+                 split: str = "punct"):  # fmt: skip
         if len(set(tokens)) != len(tokens) or {EOS, UNK, JOIN} & set(tokens) or "" in tokens:
             raise ValueError("a word vocabulary holds distinct, non-empty tokens and no specials")
+        if split not in ATOMS:
+            raise ValueError(f"unknown word split {split!r} (space or punct)")
+        self.split, self._pattern = split, ATOMS[split]
         self.tokens = [EOS, UNK, JOIN, *tokens]
         self.glue_left, self.glue_right = sorted(glue_left), sorted(glue_right)
         self.index = {t: i for i, t in enumerate(self.tokens)}
@@ -109,12 +130,13 @@ class WordTokenizer:
         self._lengths = np.array([1, *map(len, texts[1:])], dtype=np.int64)  # <eos>: 1 char
 
     @classmethod
-    def fit(cls, chunks: Iterable[str], vocab_size: int, min_count: int = 1) -> WordTokenizer:
-        gaps = _Gaps.of(chunks)
+    def fit(cls, chunks: Iterable[str], vocab_size: int, min_count: int = 1,
+            split: str = "punct") -> WordTokenizer:  # fmt: skip
+        gaps = _Gaps.of(chunks, split)
         tokens = commonest(gaps.counts(), vocab_size - 3, min_count)
         left, right = _solve_glue(gaps.pairs())
         kept = {*tokens, NEWLINE}  # the newline's flags are the boundary's too
-        return cls(tokens, left & kept, right & kept)
+        return cls(tokens, left & kept, right & kept, split)
 
     def grown(self, chunks: Iterable[str], most: int, min_count: int = 1) -> WordTokenizer:
         """This vocabulary, its ids kept, and after it the commonest tokens of `chunks` it
@@ -123,18 +145,18 @@ class WordTokenizer:
         `chunks` (a mark the new text does not use keeps its glue). A base fitted on
         spaced punctuation (WikiText's "word , word") would otherwise spell every comma
         of a text that glues it ("word, word") with a <join>."""
-        gaps = _Gaps.of(chunks)
+        gaps = _Gaps.of(chunks, self.split)
         lacked = {t: n for t, n in gaps.counts().items() if t not in self.index}
         new = commonest(lacked, most, min_count)
         tokens = self.tokens[3:] + new
         left, right = _solve_glue(gaps.pairs(), self.glue_left, self.glue_right)
         kept = {*tokens, NEWLINE}
-        return WordTokenizer(tokens, left & kept, right & kept)
+        return WordTokenizer(tokens, left & kept, right & kept, self.split)
 
     def _atoms(self, text: str) -> tuple[list[str], np.ndarray]:
         """The text's atoms and their ids (-1: not in the vocabulary). A run of blanks the
         vocabulary lacks is spelled one character at a time."""
-        atoms = ATOMS.findall(text)
+        atoms = self._pattern.findall(text)
         ids = np.fromiter(map(self.index.get, atoms, itertools.repeat(-1)), np.int64, len(atoms))
         missing = np.flatnonzero(ids < 0).tolist()
         if any(len(atoms[i]) > 1 and atoms[i].isspace() for i in missing):
@@ -199,10 +221,12 @@ class WordTokenizer:
 
     def files(self) -> dict[str, bytes]:
         data = {
-            "type": self.tokenizer, "version": VERSION, "specials": [EOS, UNK, JOIN],
+            "type": self.tokenizer, "version": 2, "specials": [EOS, UNK, JOIN],
             "tokens": self.tokens[3:], "glue_left": self.glue_left,
             "glue_right": self.glue_right,
         }  # fmt: skip
+        if self.split != "punct":  # a format 2 file stays readable by a charrnn before 3
+            data = {**data, "version": VERSION, "split": self.split}
         return {TOKENIZER_FILE: json.dumps(data, ensure_ascii=True).encode("ascii")}
 
 
@@ -212,13 +236,14 @@ class _Gaps:
     one space parts them. Two words are always parted, so their pairs are not kept."""
 
     @classmethod
-    def of(cls, chunks: Iterable[str]) -> _Gaps:
-        gaps = cls()
+    def of(cls, chunks: Iterable[str], split: str) -> _Gaps:
+        gaps, pattern = cls(split), ATOMS[split]
         for chunk in [chunks] if isinstance(chunks, str) else chunks:
-            gaps.add(ATOMS.findall(chunk))
+            gaps.add(pattern.findall(chunk))
         return gaps
 
-    def __init__(self):
+    def __init__(self, split: str):
+        self.split = split
         self.index = {NEWLINE: 0, SPACE: 1}  # atom -> id in this fit; 0 is the boundary too
         self.key = np.array([0, 1])  # id -> the id whose flags it shares ("\r\n" -> "\n")
         self.kind = np.array([1, 2], dtype=np.int8)  # id -> 0 word, 1 glues, 2 blank
@@ -231,7 +256,7 @@ class _Gaps:
         new = list(itertools.islice(index, seen, None))
         keys = np.array([0 if _is_newline(a) else index[a] for a in new], dtype=np.int64)
         self.key = np.concatenate([self.key, keys])
-        kinds = [0 if _is_word(a) else 2 if _is_blank(a) else 1 for a in new]
+        kinds = [0 if _is_word(a, self.split) else 2 if _is_blank(a) else 1 for a in new]
         self.kind = np.concatenate([self.kind, np.array(kinds, dtype=np.int8)])
         self.total = np.concatenate([self.total, np.zeros(len(new), dtype=np.int64)])
         self.total += np.bincount(ids, minlength=len(index))
@@ -374,8 +399,9 @@ def commonest(counts: dict[str, int], most: int, min_count: int) -> list[str]:
 def from_data(data: dict) -> WordTokenizer | LegacyWordTokenizer:
     """The word tokenizer a tokenizer.json holds, in either format."""
     version = data.get("version", 1)
-    if version == VERSION and data["specials"] == [EOS, UNK, JOIN]:
-        return WordTokenizer(data["tokens"], data["glue_left"], data["glue_right"])
+    if version in (2, VERSION) and data["specials"] == [EOS, UNK, JOIN]:
+        split = data["split"] if version == VERSION else "punct"
+        return WordTokenizer(data["tokens"], data["glue_left"], data["glue_right"], split)
     if version == 1 and data["specials"] == [EOS, UNK]:
         return LegacyWordTokenizer(data["tokens"])
-    raise ValueError(f"unknown word tokenizer version {version!r} (this charrnn reads 1 and 2)")
+    raise ValueError(f"unknown word tokenizer version {version!r} (this charrnn reads 1 to 3)")
