@@ -134,7 +134,7 @@ def word_split(config: TokenizerConfig) -> str:
 
 
 def fit_version(config: TokenizerConfig) -> int | None:
-    """The format a fit of this config writes, where formats have changed (word: 2), so
+    """The format a fit of this config writes, where formats have changed (word: 3), so
     that a cached fit of an older format is never taken for a new run."""
     return words.VERSION if config.tokenizer == "word" else None
 
