@@ -51,14 +51,15 @@ FEW_STEPS = 500
 HOTTER = {"char": 2.0, "word": 1.0}
 
 # --average, in evaluation intervals, per tokenizer (0: off). A word model trains with SGD
-# at a constant lr of 20 until val loss stalls; its weights' average over the last two
-# intervals, picked by validation where it is the better, measured at 25 s on the zoo's
-# word rows (bench/zoo.py): WikiText-2 100K 78.3 -> 71.4 per word, shakespeare 100K 274.0
-# -> 260.6, 300K 418.9 -> 402.4, whole 351.4 -> 329.5; fortunes 100K 868.1 -> 863.4;
-# WikiText-2 300K 132.8 -> 134.4 (the one loss); on the larger texts the trained weights
-# were kept. At 3 minutes on WikiText-2 valid -> test: 139.30 -> 132.61 per word. Char
-# models train with AdamW on a schedule that anneals by itself; there the average was
-# worse on 3 of the 4 rows tried (bench/RESULTS.md, "Averaged weights").
+# at a high lr (20, constant when this was measured; annealed to 2 since) until val loss
+# stalls; its weights' average over the last two intervals, picked by validation where it
+# is the better, measured at 25 s on the zoo's word rows (bench/zoo.py): WikiText-2 100K
+# 78.3 -> 71.4 per word, shakespeare 100K 274.0 -> 260.6, 300K 418.9 -> 402.4, whole 351.4
+# -> 329.5; fortunes 100K 868.1 -> 863.4; WikiText-2 300K 132.8 -> 134.4 (the one loss);
+# on the larger texts the trained weights were kept. At 3 minutes on WikiText-2 valid ->
+# test: 139.30 -> 132.61 per word. Char models train with AdamW on a schedule that anneals
+# by itself; there the average was worse on 3 of the 4 rows tried (bench/RESULTS.md,
+# "Averaged weights").
 AVERAGE = {"char": 0, "word": 2}
 
 # Settings that take the fitted dropout too, per tokenizer: a word model's embedded inputs

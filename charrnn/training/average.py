@@ -1,14 +1,14 @@
 """--average: the trained weights' moving average, which validation may pick over them.
 
-SGD at a high, constant learning rate (a word model's 20) leaves the weights rattling
-around a minimum; their average over the last steps sits nearer to it. AWD-LSTM (Merity et
-al. 2017, "Regularizing and Optimizing LSTM Language Models") averages the iterates from
-the point where validation stops improving (NT-ASGD). Here the average is an exponential
-one over about `span` steps, kept from the start,
-and validation decides at each evaluation: when the trained weights do not beat the best
-val loss, the average is evaluated too, and the better of the two is the run's model
-there (saved as model.safetensors if it is the best so far). While a run still improves
-fast the average lags behind it and is not even tried; once it stalls, the average is.
+SGD at a high learning rate (a word model's 20, annealed only to 2 over the run) leaves
+the weights rattling around a minimum; their average over the last steps sits nearer to
+it. AWD-LSTM (Merity et al. 2017, "Regularizing and Optimizing LSTM Language Models")
+averages the iterates from the point where validation stops improving (NT-ASGD). Here the
+average is an exponential one over about `span` steps, kept from the start, and validation
+decides at each evaluation: when the trained weights do not beat the best val loss, the
+average is evaluated too, and the better of the two is the run's model there (saved as
+model.safetensors if it is the best so far). While a run still improves fast the average
+lags behind it and is not even tried; once it stalls, the average is.
 
 The average takes a sample of the weights every `span / SAMPLES` steps, so that keeping
 it costs next to nothing beside a step. It is the EMA of torch.optim.swa_utils'
