@@ -32,6 +32,10 @@ from charrnn.corpus import Corpus
 from charrnn.corpus import split_documents as corpus_documents
 from charrnn.tokenizers import Tokenizer, TokenizerConfig
 
+# How the tokenizers encode, where a tokenizer file alone does not say it: cached ids of
+# an older way are encoded again (2: a word tokenizer spells a run of blanks it lacks by
+# the longest runs it has, not one blank at a time).
+ENCODING = 2
 FLUSH_TOKENS = 1 << 20  # write the ids in pieces of about a million tokens
 
 
@@ -105,7 +109,7 @@ def token_ids(corpus: Corpus, tok: Tokenizer, documents: str, unknown: str = "un
     `unknown` says what to do with text the tokenizer has no token for (tokenizer.encode):
     a word model maps rare words to <unk>; a char model fitted on this text has none.
     """
-    key = _key(corpus.sha256, documents, unknown, _files_digest(tok.files()))
+    key = _key(corpus.sha256, documents, unknown, _files_digest(tok.files()), ENCODING)
     entry = cache_dir() / f"ids-{key}"
     cached, t0 = (entry / "meta.json").exists(), time.perf_counter()
     if not cached:

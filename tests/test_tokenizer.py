@@ -145,6 +145,18 @@ def test_word_round_trip_of_text_fitted_on_other_text(split):
     assert tok.decode(tok.encode("x" + " " * 13 + "\t\t")) == "x" + " " * 13 + "\t\t"
 
 
+def test_an_unseen_run_of_blanks_is_spelled_by_the_longest_runs_known():
+    # A text indented unlike the text fitted (a license's 70-space centring) pays a token
+    # for each known run it takes, not one for every blank.
+    tok = tokenizers.fit(TokenizerConfig("word"), ["a    b  c\td\n", "e    f\n"])
+    assert "    " in tok.index and " " * 10 not in tok.index
+    text = "a" + " " * 10 + "b\t\tc\n"
+    ids = tok.encode(text)
+    assert [tok.tokens[i] for i in ids] == ["a", "    ", "    ", "  ", "b", "\t", "\t", "c", "\n"]
+    assert tok.decode(ids) == text and tok.count_chars(ids) == len(text)
+    assert tok.decode(tok.encode("a\u3000  b", "unk")) == "a<unk>  b"  # a blank it lacks
+
+
 def test_word_documents_and_chunks_cut_at_newlines_join_back():
     tok = tokenizers.fit(TokenizerConfig("word"), [WIKI, TEXT])
     a, b = WIKI, " He had a guest role .\n"
