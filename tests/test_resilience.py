@@ -84,8 +84,9 @@ def test_signal_saves_last_and_resume_is_bit_identical(tmp_path, corpus, signum,
 @pytest.mark.slow
 def test_a_second_signal_stops_at_once(tmp_path, corpus):
     proc = charrnn("train", corpus, *ARGS, "--hidden", "512", "--steps", "100000",
-                   "--run-dir", tmp_path / "r")  # fmt: skip
-    wait_for(lambda: (tmp_path / "r" / "config.json").exists())
+                   "--eval-every", "1", "--run-dir", tmp_path / "r")  # fmt: skip
+    # once it trains (its first evaluation is written): the handler is in place from there
+    wait_for(lambda: (tmp_path / "r" / "metrics.jsonl").exists())
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
