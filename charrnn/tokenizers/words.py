@@ -168,7 +168,7 @@ class WordTokenizer:
 
     def _blank_pieces(self, blanks: str) -> list[str]:
         """A run of blanks the vocabulary lacks, spelled from the left by the longest runs
-        it has: 70 spaces where the longest known run is 28 are 3 tokens, not 70 (a text
+        it has: 70 spaces where the longest known run is 33 are 3 tokens, not 70 (a text
         indented unlike its training split pays for each). A blank the vocabulary lacks
         altogether is a piece of its own, unknown."""
         pieces, start = [], 0
