@@ -41,7 +41,8 @@ from charrnn.paths import fsync_dir
 # training and the regularisers (older runs keep their behaviour), tokenizer.json lists a
 # char vocabulary in id order (a grown one is not in code-point order), init_from may be set.
 # 4: --average (older runs do not average). 5: --word-split (older runs split punctuation).
-FORMAT_VERSION = 5
+# 6: --shortlist (older runs decode with one softmax).
+FORMAT_VERSION = 6
 ENDINGS = (None, "patience")  # Progress.ended: why a run ended before its length
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

@@ -73,7 +73,7 @@ from charrnn.tokenizers import Tokenizer, TokenizerConfig
 from charrnn.training.config import TrainConfig
 
 # What RUN's weights fix: the shape, and the initialisation they replace (--forget-bias).
-SHAPE = ("cell", "layers", "hidden", "embedding", "tie_weights", "forget_bias")
+SHAPE = ("cell", "layers", "hidden", "embedding", "tie_weights", "forget_bias", "shortlist")
 TOLERANCE = 1e-6  # nats: how far adding the new tokens may move an old token's log-prob,
 MARGIN = 10.0  # where RUN's log-normaliser is down to log(MARGIN) below its least on the new text
 SAMPLE, WINDOW = 1 << 15, 64  # the new text's tokens read to set the new rows; at a time
@@ -119,6 +119,7 @@ class Base:
         lr = LR_SCALE * settings.default_of(TrainConfig, "lr", ctx)
         defaults = {} if "lr" in given else {"lr": lr}
         shape = {name: getattr(self.config.model, name) for name in SHAPE}
+        shape["shortlist"] = self.model.head  # 0 where RUN's vocabulary was not longer
         return {**given, **defaults, **shape, **tokenizer}, defaults
 
     def _check_model(self, given: Mapping[str, Any]) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charrnn.data import Streams
 from charrnn.distributed import SINGLE, World
@@ -69,17 +68,15 @@ def evaluate(
     nats = torch.zeros((), dtype=torch.float64, device=device)
     state = None
     for x, y in mine.windows(seq_len) if mine.batch_size else ():
-        logits, state = model(x.to(device, torch.long), state)
-        nats += F.cross_entropy(
-            logits.flatten(0, 1).float(), y.to(device, torch.long).flatten(), reduction="sum"
-        )
+        window, state = model(x.to(device, torch.long), state, y.to(device, torch.long))
+        nats += window.sum()
     tail = streams_b * streams.length  # inputs ids[tail:-1], targets ids[tail+1:]
     if tail < len(ids) - 1 and world.rank == world.size - 1:
         x = torch.from_numpy(np.asarray(ids[tail:-1], dtype=np.int64))[None].to(device)
         y = torch.from_numpy(np.asarray(ids[tail + 1 :], dtype=np.int64)).to(device)
         last = tuple(s[:, -1:].contiguous() for s in state)  # the last stream's final state
-        logits, _ = model(x, last)
-        nats += F.cross_entropy(logits[0].float(), y, reduction="sum")
+        window, _ = model(x, last, y[None])
+        nats += window.sum()
     model.train(was_training)
     chars, words = counts or text_counts(tokenizer, ids)
     return Metrics.of(world.sum_(nats).item(), len(ids) - 1, chars, words)

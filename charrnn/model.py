@@ -12,10 +12,24 @@ and Optimizing LSTM Language Models"; Gal & Ghahramani 2016), each a setting, ea
 
 All act in training only; an evaluation, a sample or a trace sees the whole model.
 
+The decoder is one softmax over the vocabulary, or with --shortlist K (a word model's
+default) two: the K commonest tokens (the lowest ids: tokenizers number them commonest
+first) and one class for all the rest share the first, and a token of the rest gets
+p(rest) times its share of a softmax over the rest (the class-based softmax of Goodman 2001
+and Mikolov et al. 2011, with frequency classes; the head of Grave et al. 2017's adaptive
+softmax). Both read the same tied matrix, one row a token. The probabilities are exact;
+what it saves is the work of a target: the second softmax is computed only where the
+target is one of the rest (17% of WikiText-2's tokens at K = 2,000), so a word model's
+training step and its evaluation cost about a third of the full decoder's.
+
 The model knows nothing of files, tokenizers or training loops. Its two interfaces:
 
-    forward(ids [B, T], state=None) -> (logits [B, T, V], state)      a window (training)
+    forward(ids [B, T], state=None) -> (logits [B, T, V], state)      a window
+    forward(ids [B, T], state, targets [B, T]) -> (nats [B, T], state)   training, evaluation
     step(ids [B], state, observe=None, clamp=None) -> (logits [B, V], state)   one token
+
+where the logits of a model with a shortlist are its log-probabilities (a softmax of
+them gives the same distribution, so samplers, beams and exports read them as logits).
 
 with the recurrent state explicit: a tuple of [L, B, H] tensors named by `state_names`
 (`(h,)` for rnn and gru, `(h, c)` for lstm), carried from call to call by the caller. `step`
@@ -85,6 +99,13 @@ class ModelConfig:
         None, "The forget gate's bias at initialisation, for the LSTM family (default: "
         "PyTorch's initialisation)."
     )  # fmt: skip
+    # A word model's decoder (H x 10,000) is most of its step; a shortlist of the commonest
+    # 2,000 made a 1x256 word model's training 1.8x faster on WikiText-2 (bench/RESULTS.md).
+    shortlist: int = setting(
+        0, "The commonest tokens, with a softmax of their own; the rest share one class, "
+        "scored only where a target is among them (0: one softmax; ignored unless smaller "
+        "than the vocabulary).", by={"word": 2000}, check=at_least(0),
+    )  # fmt: skip
 
     def __post_init__(self):
         settings.validate(self)
@@ -122,6 +143,13 @@ class RNNLanguageModel(nn.Module):
             # reached 168 ppl/word where it reached 220: bench/RESULTS.md).
             nn.init.uniform_(self.embed.weight, -0.1, 0.1)
             nn.init.zeros_(self.decoder.bias)
+        # the shortlist's size K, where the decoder has one (0: one softmax), and the logit
+        # of the class of the rest, beside the shortlist's own [K]
+        self.head = config.shortlist if 0 < config.shortlist < config.vocab_size else 0
+        if self.head:
+            self.rest = nn.Linear(H, 1)
+            nn.init.zeros_(self.rest.weight)
+            nn.init.zeros_(self.rest.bias)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         """All-zero state, one [L, B, H] tensor per name in config.state_names."""
@@ -132,7 +160,11 @@ class RNNLanguageModel(nn.Module):
             for _ in self.config.state_names
         )
 
-    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(
+        self, ids: Tensor, state: State | None = None, targets: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """A window: (logits [B, T, V], state), or with `targets` [B, T] (the next ids)
+        their nats [B, T] in fp32, without the logits of the whole vocabulary."""
         c = self.config
         x = self._embed_window(ids)  # [B, T] -> [B, T, E]
         x = self._drop_window(x, c.input_dropout, locked=True)
@@ -144,9 +176,34 @@ class RNNLanguageModel(nn.Module):
                 x = self._drop_window(x, c.dropout, c.variational)
             x, final = self._layer_window(layer, x, tuple(s[i] for s in state))  # [B, T, H]
             finals.append(final)
-        logits = self.decoder(self._drop_window(x, c.dropout, c.variational))  # [B, T, V]
+        x = self._drop_window(x, c.dropout, c.variational)  # [B, T, H]
         # Layers' finals, each [B, H] -> one [L, B, H] per state tensor.
-        return logits, tuple(torch.stack(parts) for parts in zip(*finals))
+        final = tuple(torch.stack(parts) for parts in zip(*finals))
+        if targets is None:
+            return self.decode(x), final
+        return self.nats(x.flatten(0, 1), targets.flatten()).view(targets.shape), final
+
+    def decode(self, x: Tensor) -> Tensor:
+        """The logits [..., V] of outputs x [..., H]: with a shortlist, log-probabilities."""
+        logits = self.decoder(x)
+        if not self.head:
+            return logits
+        K = self.head
+        first = torch.cat([logits[..., :K], self.rest(x)], -1).float().log_softmax(-1)
+        rest = logits[..., K:].float().log_softmax(-1) + first[..., K:]  # log p(rest) p(w|rest)
+        return torch.cat([first[..., :K], rest], -1).to(logits.dtype)
+
+    def nats(self, x: Tensor, targets: Tensor) -> Tensor:
+        """-log p(target) [N] in fp32 of outputs x [N, H] and targets [N]; with a
+        shortlist the softmax of the rest only for the targets among them."""
+        if not self.head:
+            return F.cross_entropy(self.decoder(x).float(), targets, reduction="none")
+        K, weight, bias = self.head, self.decoder.weight, self.decoder.bias
+        first = torch.cat([F.linear(x, weight[:K], bias[:K]), self.rest(x)], -1)
+        nats = F.cross_entropy(first.float(), targets.clamp(max=K), reduction="none")
+        rows = (targets >= K).nonzero()[:, 0]  # [R]
+        rest = F.linear(x[rows], weight[K:], bias[K:]).float()  # [R, V - K]
+        return nats.index_add(0, rows, F.cross_entropy(rest, targets[rows] - K, reduction="none"))
 
     def _embed_window(self, ids: Tensor) -> Tensor:
         """The embedding of a window, with --embedding-dropout in training: a dropped token
@@ -212,7 +269,7 @@ class RNNLanguageModel(nn.Module):
             new.append(layer_state)
             x = layer_state[0]  # h: the layer's output
         state = out if out is not None else tuple(torch.stack(parts) for parts in zip(*new))
-        return self.decoder(self.drop(x) if self.training else x), state
+        return self.decode(self.drop(x) if self.training else x), state
 
 
 def clamp_units(model: RNNLanguageModel, clamp: Clamp) -> list[tuple[Tensor, Tensor] | None]:

@@ -2,7 +2,7 @@
 place that reads older format versions (migrate). run.py makes runs with it; api.load()
 loads one to use it. Nothing here trains or prints.
 
-    config.json, format_version 4
+    config.json, format_version 6
       model, train, tokenizer   ModelConfig, TrainConfig, TokenizerConfig: every key is a
                                 setting's name (settings.py); tokenizer holds what was asked
       corpus                    CorpusConfig, and what reading it gave: sources, files,
@@ -187,8 +187,16 @@ def _from_4(data: dict) -> dict:
     return {**data, "tokenizer": tok}
 
 
+def _from_5(data: dict) -> dict:
+    """Format 6 added --shortlist: a run made before decodes with one softmax."""
+    model = data.get("model")
+    if isinstance(model, dict):
+        model = {"shortlist": 0, **model}
+    return {**data, "model": model}
+
+
 # format_version -> the step to the next
-MIGRATIONS = {1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4}
+MIGRATIONS = {1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4, 5: _from_5}
 
 
 def read_config(run_dir: Path) -> RunConfig:

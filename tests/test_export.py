@@ -26,14 +26,16 @@ runner = CliRunner()
 SYMBOLS = sorted("abcdefgh \n")  # ids in code-point order, as a fit gives them
 
 
-def make_run(root, cell: str, layers: int = 2):
+def make_run(root, cell: str, layers: int = 2, shortlist: int = 0):
     """A run directory of an untrained model of `cell` (random weights: nothing to learn
     here but the arithmetic), loaded."""
     torch.manual_seed(0)
     tok = CharTokenizer(SYMBOLS)
     config = ModelConfig(vocab_size=tok.vocab_size, cell=cell, layers=layers, hidden=16,
-                         embedding=8)  # fmt: skip
+                         embedding=8, shortlist=shortlist)  # fmt: skip
     model = RNNLanguageModel(config)
+    if shortlist:
+        torch.nn.init.normal_(model.rest.weight)  # (it starts at 0)
     run_dir = root / cell
     start_run(run_dir, model, tok)
     checkpoint.save_weights(run_dir, model)
@@ -81,6 +83,16 @@ def test_every_cell_exports_and_onnxruntime_gives_pytorchs_logits(cell, tmp_path
     assert meta["eos_id"] == "0" and json.loads(meta["contract"])["inputs"] == ["ids", *names]
     beside = load(out)  # the tokenizer beside it: ids -> text, as the run's
     assert beside.files() == run.tokenizer.files() and beside.decode([1, 2, 3]) == "\n a"
+
+
+def test_a_shortlist_exports_its_log_probabilities(tmp_path):
+    run = make_run(tmp_path, "lstm", layers=1, shortlist=4)
+    done = exporting.export(run, tmp_path / "short.onnx", check_steps=2)
+    assert onnx_steps(done.path, run.model, steps=20) <= 1e-4
+    session = ort.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
+    zero = np.zeros((1, 3, 16), np.float32)
+    logits = session.run(None, {"ids": np.arange(3), "h": zero, "c": zero})[0]
+    np.testing.assert_allclose(np.exp(logits).sum(-1), 1.0, rtol=1e-5)  # two softmaxes, one sum
 
 
 def test_a_batch_of_any_size_runs(tmp_path):

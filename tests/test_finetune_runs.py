@@ -334,3 +334,19 @@ def test_two_ranks_fine_tune_as_one_process_of_twice_the_batch(root):
         assert b[2:] == pytest.approx(a[2:], rel=1e-5)
     config = json.loads((root / "ddp-two" / "config.json").read_text())
     assert config["world_size"] == 2 and config["init_from"]["run"] == str(root / "char")
+
+
+def test_a_word_run_with_a_shortlist_keeps_it_and_its_class_as_its_words_grow(root):
+    """RUN's shortlist is part of its model: the tuned run keeps it (a flag that would
+    change it is refused), and the new words join the rest (they are numbered after it)."""
+    cli_train(root, TEXT, "--tokenizer", "word", "--embedding", "32", "--shortlist", "6",
+              name="word-short")  # fmt: skip
+    run = fine_tune(root, root / "word-short", "word-short-tuned", "--embedding", "32")
+    base, tuned = charrnn.load(root / "word-short"), charrnn.load(run)
+    assert base.model.head == tuned.model.head == tuned.config.model.shortlist == 6
+    assert tuned.config.model.vocab_size > base.config.model.vocab_size
+    logits, _ = tuned.model(torch.arange(tuned.config.model.vocab_size)[None])
+    torch.testing.assert_close(logits.exp().sum(-1), torch.ones(1, logits.shape[1]))
+    refused = train(root / "word-short-tuned.txt", *TINY, "--init-from", root / "word-short",
+                    "--embedding", "32", "--shortlist", "9", "--run-dir", root / "no")  # fmt: skip
+    assert refused.exit_code == 2 and "--shortlist 9 (RUN's: --shortlist 6)" in refused.stderr

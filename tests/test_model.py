@@ -153,3 +153,38 @@ def test_forget_bias_is_one_declaration_from_flag_to_config_info_and_resume(tmp_
     assert refused.exit_code == 2
     assert "--forget-bias 2 differs from the run's 1.5" in refused.stderr
     assert "--forget-bias X" in runner.invoke(app, ["train", "--help"]).stdout
+
+
+def test_a_shortlist_gives_exact_probabilities_and_scores_only_the_rest_it_needs():
+    """Two softmaxes (the 4 commonest ids and a class for the other 7) make one
+    distribution; a target's nats from forward(targets=) are -log of it, whether the
+    target is on the shortlist or among the rest, and training moves the rest's rows only
+    through the targets among them."""
+    model = make("lstm", layers=1, shortlist=4, tie_weights=False)
+    torch.nn.init.normal_(model.rest.weight)  # the class of the rest starts at 0: move it
+    ids = torch.randint(0, 11, (3, 9), generator=torch.Generator().manual_seed(2))
+    targets = torch.roll(ids, -1, 1)
+    logits, state = model(ids)
+    probs = logits.exp()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 9, dtype=torch.float64))
+    nats, same = model(ids, None, targets)
+    want = -logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+    torch.testing.assert_close(nats, want.float(), check_dtype=False)
+    assert (targets < 4).any() and (targets >= 4).any()
+    torch.testing.assert_close(same, state)
+    step, _ = model.step(ids[:, 0], model.initial_state(3))  # one token: the same logits
+    torch.testing.assert_close(step, logits[:, 0])
+    model.train()
+    model(ids, None, torch.full_like(ids, 2))[0].sum().backward()  # no target among the rest
+    assert (model.decoder.weight.grad[4:] == 0).all() and (model.decoder.weight.grad[:4] != 0).any()
+
+
+def test_a_shortlist_as_long_as_the_vocabulary_is_one_softmax():
+    one = make("lstm", layers=1)
+    long = make("lstm", layers=1, shortlist=11)
+    assert not hasattr(long, "rest") and long.state_dict().keys() == one.state_dict().keys()
+    ids = torch.arange(11)[None]
+    torch.testing.assert_close(long(ids)[0], one(ids)[0])
+    nats, _ = one(ids[:, :-1], None, ids[:, 1:])
+    torch.testing.assert_close(nats[0], torch.nn.functional.cross_entropy(
+        one(ids[:, :-1])[0][0], ids[0, 1:], reduction="none"), check_dtype=False)  # fmt: skip

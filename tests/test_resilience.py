@@ -169,16 +169,16 @@ def test_a_write_error_during_save_is_reported(tmp_path, monkeypatch):
 
 
 def poison(model, bad_steps: set[int]):
-    """Make forward return NaN logits on the given (1-based) training calls."""
+    """Make forward return NaN logits (or nats) on the given (1-based) training calls."""
     forward, calls = model.forward, [0]
 
-    def poisoned(ids, state=None):
-        logits, state = forward(ids, state)
+    def poisoned(ids, state=None, targets=None):
+        out, state = forward(ids, state, targets)
         if model.training:
             calls[0] += 1
             if calls[0] in bad_steps:
-                logits = logits * float("nan")
-        return logits, state
+                out = out * float("nan")
+        return out, state
 
     model.forward = poisoned
 

@@ -34,17 +34,18 @@ def test_config_wants_exactly_one_duration():
         TrainConfig(steps=-2)
 
 
-def tiny(cell="lstm", dropout=0.0, seed=0):
+def tiny(cell="lstm", dropout=0.0, seed=0, shortlist=0):
     tok = CharTokenizer.fit(TEXT)
     torch.manual_seed(seed)
-    config = ModelConfig(
-        tok.vocab_size, cell=cell, layers=2, hidden=24, embedding=8, dropout=dropout
-    )
+    config = ModelConfig(tok.vocab_size, cell=cell, layers=2, hidden=24, embedding=8,
+                         dropout=dropout, shortlist=shortlist)  # fmt: skip
     return RNNLanguageModel(config), tok, np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
 
 
-def test_evaluate_scores_every_target_once():
-    model, tok, ids = tiny()
+@pytest.mark.parametrize("shortlist", [0, 10])  # one softmax; the 10 first ids and the rest
+def test_evaluate_scores_every_target_once(shortlist):
+    model, tok, ids = tiny(shortlist=shortlist)
+    assert model.head == shortlist < tok.vocab_size
     model.eval()
     ids = ids[:500]
     # One stream: evaluation must equal one forward over the whole text.
@@ -61,8 +62,8 @@ def test_evaluate_scores_every_target_once():
     assert m.words == tok.count_words(ids[1:])
 
 
-def run_fit(tmp_path, steps, stop_at=None, resume=None, dropout=0.3):
-    model, tok, ids = tiny(dropout=dropout)
+def run_fit(tmp_path, steps, stop_at=None, resume=None, dropout=0.3, shortlist=0):
+    model, tok, ids = tiny(dropout=dropout, shortlist=shortlist)
     if resume is not None:
         model, resume = load_last(tmp_path)
     else:
@@ -92,11 +93,12 @@ def test_fit_learns_and_writes_the_run_directory(tmp_path):
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "last").is_dir()
 
 
-def test_stop_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    whole, _ = run_fit(tmp_path / "a", steps=12)
-    _, reports = run_fit(tmp_path / "b", steps=12, stop_at=7)
+@pytest.mark.parametrize("shortlist", [0, 10])
+def test_stop_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, shortlist):
+    whole, _ = run_fit(tmp_path / "a", steps=12, shortlist=shortlist)
+    _, reports = run_fit(tmp_path / "b", steps=12, stop_at=7, shortlist=shortlist)
     assert reports[-1].kind == "stopped" and reports[-1].progress.step == 7
-    resumed, _ = run_fit(tmp_path / "b", steps=12, resume=True)
+    resumed, _ = run_fit(tmp_path / "b", steps=12, resume=True, shortlist=shortlist)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 

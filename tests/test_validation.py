@@ -276,13 +276,14 @@ def test_a_format_2_run_keeps_its_dropout_its_length_and_its_lr():
     old = {"format_version": 2, "model": {"cell": "lstm", "dropout": 0.2},
            "train": {"steps": 100, "eval_every": 500}, "tokenizer": {}}  # fmt: skip
     new = runconfig.migrate(old, None)
-    assert new["format_version"] == 5 and new["model"]["variational"] is False
+    assert new["format_version"] == 6 and new["model"]["variational"] is False
     assert (new["train"]["patience"], new["train"]["lr_decay"]) == (0, 1.0)
     assert new["train"]["average"] == 0  # format 4's averaging: off for an old run
     assert new["tokenizer"]["word_split"] is None  # not a word run
     assert runconfig.migrate(new, None) == new  # the current format: as it is
     words = {**old, "format_version": 4, "tokenizer": {"tokenizer": "word"}}
     assert runconfig.migrate(words, None)["tokenizer"]["word_split"] == "punct"  # format 5
+    assert runconfig.migrate(words, None)["model"]["shortlist"] == 0  # format 6: one softmax
 
 
 def test_plain_sgd_gets_its_own_defaults_and_skips_a_bad_step(tmp_path):

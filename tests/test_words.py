@@ -31,9 +31,11 @@ def train(tmp_path, name, text, *args):
     return run, corpus, result
 
 
-@pytest.mark.parametrize("kind", ["word", "bpe"])
-def test_bits_per_char_is_total_nats_over_ln2_over_characters(tmp_path, kind):
-    run, corpus, _ = train(tmp_path, kind, TEXT, "--tokenizer", kind, "--steps", "30")
+@pytest.mark.parametrize("kind, shortlist", [("word", 2000), ("word", 9), ("bpe", 0)])
+def test_bits_per_char_is_total_nats_over_ln2_over_characters(tmp_path, kind, shortlist):
+    run, corpus, _ = train(tmp_path, kind, TEXT, "--tokenizer", kind, "--steps", "30",
+                           "--shortlist", str(shortlist))  # fmt: skip
+    assert charrnn.load(run).model.head == (9 if shortlist == 9 else 0)  # 2000: the vocabulary
     # one window holds the whole text, so eval reads it in one stream, as below
     result = runner.invoke(app, ["eval", str(run), str(corpus), "--json", "--seq-len", "5000"])
     assert result.exit_code == 0, result.output
@@ -50,6 +52,8 @@ def test_bits_per_char_is_total_nats_over_ln2_over_characters(tmp_path, kind):
     assert json.loads((run / "config.json").read_text())["tokenizer"]["tokenizer"] == kind
     if kind == "bpe":
         assert (run / "tokenizer.model").exists()
+    sampled = runner.invoke(app, ["sample", str(run), "--length", "12", "--seed", "1"])
+    assert sampled.exit_code == 0 and sampled.stdout.strip(), sampled.output
 
 
 NAMES = "\n".join(random.Random(0).sample(["anna", "bob", "cleo", "dora", "eli", "fay"] * 60, 360))
@@ -203,7 +207,7 @@ def test_a_word_model_has_defaults_of_its_own_and_ties_only_sizes_that_fit(tmp_p
     assert bare.exit_code == 0, bare.output
     first = bare.stderr.splitlines()[0]
     assert "--hidden 256 --embedding 256" in first and "--tie-weights" in first  # the defaults
-    assert "--seq-len 35" in first
+    assert "--seq-len 35" in first and "--shortlist 2000" in first
     short = runner.invoke(app, ["train", str(tmp_path / "w.txt"), "--tokenizer", "word",
                                 "--time-budget", "1s", "--run-dir",
                                 str(tmp_path / "short")])  # fmt: skip

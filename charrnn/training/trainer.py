@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from charrnn import checkpoint
 from charrnn.checkpoint import CheckpointError
@@ -143,8 +142,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr()
         with torch.autocast(self.device.type, self.amp_dtype, enabled=self.scaler is not None):
-            logits, state = self.model(x, self.state)  # [B, T, V]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            nats, state = self.model(x, self.state, y)  # [B, T]
+        loss = nats.mean()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
