@@ -42,7 +42,14 @@ DROPOUT = {
 # time budget: with --steps or --epochs half the width buys no steps, only a smaller model
 # (at 300 steps the 1x256 at twice the lr was 2.6% worse than the 1x512 on two of the
 # zoo's rows, and the kept width better on 3 of 4 others).
-FEW_STEPS = 500
+# A word model with a shortlist (model.py) makes about 600 steps at 256 in 25 s. Where
+# that is under 5 passes over its text (the zoo's texts of 1 MB and more) the 1x128 made
+# twice the steps and was 1.6% to 2.8% better (shakespeare whole, fortunes 1 MB and
+# whole); where the text is read 6 to 20 times (300 KB and 100 KB) the run ends by
+# --patience before the time does, and the 1x256 was as good or better (by 0.1% to 1.1%):
+# more steps are worth a width only to a run that the time cuts short.
+FEW_STEPS = {"char": 500, "word": 1000}
+FEW_EPOCHS = {"char": None, "word": 5}  # and only under this many passes (None: any)
 # A char-level run narrowed for being short also takes this many times the default
 # learning rate (AdamW's; SGD's is kept): at 25 s (450 to 1,100 steps of a 1x256 LSTM)
 # --lr 0.016 beat 0.008 on 9 of the zoo's 12 char rows, by up to 2.8%, and was within 1.6%
@@ -82,7 +89,10 @@ def narrower(context: tuple[str, ...], hidden: int, pace: Pace,
     """Half of `hidden` (the default width) for a run whose time budget makes too few steps
     at it, or None where it is kept (a run of given steps or epochs, or --hidden,
     --embedding or --tie-weights given)."""
-    if not pace.timed or pace.steps >= FEW_STEPS:
+    family = _family(context[1])
+    if not pace.timed or pace.steps >= FEW_STEPS[family]:
+        return None
+    if FEW_EPOCHS[family] is not None and pace.epochs >= FEW_EPOCHS[family]:
         return None
     if any(given.get(k) is not None for k in ("hidden", "embedding", "tie_weights")):
         return None

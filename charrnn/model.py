@@ -13,14 +13,15 @@ and Optimizing LSTM Language Models"; Gal & Ghahramani 2016), each a setting, ea
 All act in training only; an evaluation, a sample or a trace sees the whole model.
 
 The decoder is one softmax over the vocabulary, or with --shortlist K (a word model's
-default) two: the K commonest tokens (the lowest ids: tokenizers number them commonest
-first) and one class for all the rest share the first, and a token of the rest gets
-p(rest) times its share of a softmax over the rest (the class-based softmax of Goodman 2001
-and Mikolov et al. 2011, with frequency classes; the head of Grave et al. 2017's adaptive
-softmax). Both read the same tied matrix, one row a token. The probabilities are exact;
-what it saves is the work of a target: the second softmax is computed only where the
-target is one of the rest (17% of WikiText-2's tokens at K = 2,000), so a word model's
-training step and its evaluation cost about a third of the full decoder's.
+default on a CPU) two: the K commonest tokens (the lowest ids: tokenizers number them
+commonest first) and one class for all the rest share the first, and a token of the rest
+gets p(rest) times its share of a softmax over the rest (the class-based softmax of Goodman
+2001 and Mikolov et al. 2011, with one frequency class; the head of Grave et al. 2017's
+adaptive softmax). Both read the decoder's matrix (a word model's is its embedding), one
+row a token, and the class has a row of its own. The probabilities are exact; what it
+saves is work: with targets the second softmax is computed only where the target is one
+of the rest (17% of WikiText-2's tokens at K = 2,000), so the decoder of a word model's
+training step and evaluation costs about a third of one softmax's.
 
 The model knows nothing of files, tokenizers or training loops. Its two interfaces:
 
@@ -100,11 +101,13 @@ class ModelConfig:
         "PyTorch's initialisation)."
     )  # fmt: skip
     # A word model's decoder (H x 10,000) is most of its step; a shortlist of the commonest
-    # 2,000 made a 1x256 word model's training 1.8x faster on WikiText-2 (bench/RESULTS.md).
+    # 2,000 made a 1x256 word model's training 1.6x to 2.4x as fast on WikiText-2 (RESULTS).
+    # Not on CUDA: picking the targets among the rest waits for the device (nonzero), and
+    # no GPU has measured whether it pays there.
     shortlist: int = setting(
         0, "The commonest tokens, with a softmax of their own; the rest share one class, "
         "scored only where a target is among them (0: one softmax; ignored unless smaller "
-        "than the vocabulary).", by={"word": 2000}, check=at_least(0),
+        "than the vocabulary).", by={"word": 2000, "cuda word": 0}, check=at_least(0),
     )  # fmt: skip
 
     def __post_init__(self):

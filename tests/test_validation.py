@@ -169,11 +169,11 @@ def test_defaults_are_fitted_to_the_passes_a_run_makes_and_a_flag_wins(tmp_path)
 
 
 def test_a_run_too_short_for_the_default_width_gets_half_of_it_and_char_a_hotter_lr():
-    few, many = (pace.Pace(1, steps, "how", timed=True)
-                 for steps in (fitting.FEW_STEPS - 1, fitting.FEW_STEPS))  # fmt: skip
+    most = fitting.FEW_STEPS["char"]
+    few, many = (pace.Pace(1, steps, "how", timed=True) for steps in (most - 1, most))
     char = ("cpu", "char", "adamw")
     assert fitting.narrower(char, 512, few, {}) == 256
-    given_steps = pace.Pace(1, fitting.FEW_STEPS - 1, "how")  # --steps: no steps to gain
+    given_steps = pace.Pace(1, fitting.FEW_STEPS["char"] - 1, "how")  # --steps: none to gain
     assert fitting.narrower(char, 512, given_steps, {}) is None
     assert fitting.narrower(("cpu", "bpe", "adamw"), 512, few, {}) == 256
     assert fitting.narrower(char, 512, many, {}) is None
@@ -192,6 +192,19 @@ def test_a_run_too_short_for_the_default_width_gets_half_of_it_and_char_a_hotter
     fitted = fitting.fit(word, 10_000, 1_000, 20, 500, few, {}, "", 128, 20.0)
     assert (fitted.model["hidden"], fitted.model["embedding"]) == (128, 128)  # tied: both
     assert "lr" not in fitted.train
+
+
+def test_a_word_run_is_narrowed_for_few_steps_only_where_it_reads_its_text_few_times():
+    """A word run that the time cuts short gains more from steps than from width; one
+    that reads its text many times ends by --patience first, and keeps its width."""
+    word, most = ("cpu", "word", "sgd"), fitting.FEW_STEPS["word"]
+    big = pace.Pace(2.0, most - 1, "how", timed=True)  # 1 MB in 25 s: two passes
+    small = pace.Pace(fitting.FEW_EPOCHS["word"], most - 1, "how", timed=True)  # 100 KB
+    assert fitting.narrower(word, 256, big, {}) == 128
+    assert fitting.narrower(word, 256, small, {}) is None
+    assert fitting.narrower(word, 256, pace.Pace(2.0, most, "how", timed=True), {}) is None
+    many_passes = pace.Pace(50.0, fitting.FEW_STEPS["char"] - 1, "how", timed=True)
+    assert fitting.narrower(("cpu", "char", "adamw"), 512, many_passes, {}) == 256  # any passes
 
 
 def test_a_time_budget_is_paced_by_a_probe_that_leaves_the_random_state_alone():

@@ -208,11 +208,23 @@ def test_a_word_model_has_defaults_of_its_own_and_ties_only_sizes_that_fit(tmp_p
     first = bare.stderr.splitlines()[0]
     assert "--hidden 256 --embedding 256" in first and "--tie-weights" in first  # the defaults
     assert "--seq-len 35" in first and "--shortlist 2000" in first
-    short = runner.invoke(app, ["train", str(tmp_path / "w.txt"), "--tokenizer", "word",
-                                "--time-budget", "1s", "--run-dir",
-                                str(tmp_path / "short")])  # fmt: skip
-    assert short.exit_code == 0, short.output
-    first = short.stderr.splitlines()[0]
-    # halved (the tied embedding too) for a time budget too short for them (fitting.py)
-    assert "--hidden 128 --embedding 128" in first and "--tie-weights" in first
-    assert "steps of --hidden 256, so " in short.stderr
+
+    def short(name: str) -> str:
+        """The fitted line of a word run of 1 s on tmp_path/NAME.txt."""
+        done = runner.invoke(app, ["train", str(tmp_path / f"{name}.txt"), "--tokenizer",
+                                   "word", "--time-budget", "1s", "--run-dir",
+                                   str(tmp_path / f"{name}-short")])  # fmt: skip
+        assert done.exit_code == 0, done.output
+        return done.stderr
+
+    # a second of a large text reads it less than 5 times: halved (the tied embedding too)
+    # for a time budget too short for the default width (fitting.py)
+    words = random.Random(1).choices([f"w{i}" for i in range(400)], k=60_000)
+    lines = (" ".join(words[i : i + 12]) for i in range(0, len(words), 12))
+    (tmp_path / "big.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    said = short("big")
+    assert "--hidden 128 --embedding 128" in said and "--tie-weights" in said
+    assert "steps of --hidden 256, so " in said
+    # a small text read many times ends by --patience first: the width is kept
+    said = short("w")
+    assert "--hidden 256 --embedding 256" in said and "steps of --hidden" not in said
