@@ -87,8 +87,8 @@ class Fitted:
 def narrower(context: tuple[str, ...], hidden: int, pace: Pace,
              given: Mapping[str, Any]) -> int | None:  # fmt: skip
     """Half of `hidden` (the default width) for a run whose time budget makes too few steps
-    at it, or None where it is kept (a run of given steps or epochs, or --hidden,
-    --embedding or --tie-weights given)."""
+    at it, or None where it is kept (a run of given steps or epochs, a word run that reads
+    its text FEW_EPOCHS times or more, or --hidden, --embedding or --tie-weights given)."""
     family = _family(context[1])
     if not pace.timed or pace.steps >= FEW_STEPS[family]:
         return None
