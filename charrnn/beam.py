@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from charrnn import ngram
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import continuation
 
@@ -43,7 +44,8 @@ def search(
     model.eval()
     device = model.decoder.weight.device
     logits, state = model(torch.tensor([prime], device=device))  # [1, P, V]
-    logits = logits[:, -1]  # [K, V] with K = 1 to start
+    history = ngram.start_history(model, prime, 1, device)  # with --ngram: [K, N-1]
+    logits = ngram.next_log_probs(model, logits[:, -1], history)  # [K, V] with K = 1 to start
     alive = [Hypothesis((), 0.0)]
     ended: list[Hypothesis] = []
     for _ in range(length):
@@ -70,6 +72,8 @@ def search(
         state = tuple(s.index_select(1, rows) for s in state)  # each [L, K, H]
         ids = torch.tensor([h.ids[-1] for h in next_alive], device=device)
         logits, state = model.step(ids, state)
+        history = ngram.push(history.index_select(0, rows) if history is not None else None, ids)
+        logits = ngram.next_log_probs(model, logits, history)
         alive = next_alive
     return sorted([*ended, *alive], key=lambda h: -h.score)
 

@@ -5,6 +5,7 @@ and loaded safely. Nothing here trains or samples.
       config.json          format_version, model/train/tokenizer/corpus configs, progress
       model.safetensors    weights of the best model so far (what `sample` loads)
       tokenizer.json       the vocabulary: the model owns it
+      ngram.safetensors    --ngram: the n-gram tables of the training split (ngram.py)
       last/                model.safetensors + trainer_state.pt, for --resume
       metrics.jsonl        one JSON object per evaluation
 
@@ -35,17 +36,19 @@ import torch
 from charrnn import paths, tokenizers
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.ngram import NGram
 from charrnn.paths import fsync_dir
 
 # Of config.json; run.py reads older ones (runconfig.migrate). 3: settings for validation-driven
 # training and the regularisers (older runs keep their behaviour), tokenizer.json lists a
 # char vocabulary in id order (a grown one is not in code-point order), init_from may be set.
 # 4: --average (older runs do not average). 5: --word-split (older runs split punctuation).
-# 6: --shortlist (older runs decode with one softmax).
-FORMAT_VERSION = 6
+# 6: --shortlist (older runs decode with one softmax). 7: --ngram (older runs have none).
+FORMAT_VERSION = 7
 ENDINGS = (None, "patience")  # Progress.ended: why a run ended before its length
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+NGRAM = "ngram.safetensors"
 LAST = "last"
 TRAINER_STATE = "trainer_state.pt"
 METRICS = "metrics.jsonl"
@@ -211,11 +214,13 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise CheckpointError(f"{where}: {problem}")
 
 
-def create_run(run_dir: Path, config: dict, tokenizer) -> None:
-    """Start a run directory: config.json and the tokenizer, before any weights exist; made
-    whole or not at all (paths.make_folder), config.json last. CheckpointError naming the
-    folder and why it could not be made (a full disk, a read-only filesystem)."""
-    files = {**tokenizer.files(), CONFIG: _json_bytes({"format_version": FORMAT_VERSION, **config})}
+def create_run(run_dir: Path, config: dict, tokenizer, ngram: NGram | None = None) -> None:
+    """Start a run directory: config.json, the tokenizer (and the n-gram's tables), before
+    any weights exist; made whole or not at all (paths.make_folder), config.json last.
+    CheckpointError naming the folder and why it could not be made (a full disk, a
+    read-only filesystem)."""
+    files = {**tokenizer.files(), **({NGRAM: ngram_bytes(ngram)} if ngram else {})}
+    files[CONFIG] = _json_bytes({"format_version": FORMAT_VERSION, **config})
 
     def fill(folder: Path) -> None:
         for name, data in files.items():
@@ -227,6 +232,27 @@ def create_run(run_dir: Path, config: dict, tokenizer) -> None:
         raise CheckpointError(
             f"--run-dir {run_dir}: cannot create the run ({paths.reason(e)})"
         ) from None
+
+
+def ngram_bytes(ngram: NGram) -> bytes:
+    """The n-gram's tables as safetensors bytes."""
+    metadata = {"order": str(ngram.order), "vocab_size": str(ngram.vocab_size)}
+    return safetensors.torch.save(ngram.tensors(), metadata=metadata)
+
+
+def save_ngram(run_dir: Path, ngram: NGram) -> None:
+    atomic_write(Path(run_dir) / NGRAM, ngram_bytes(ngram))
+
+
+def load_ngram(run_dir: Path, config: ModelConfig) -> NGram:
+    """The run's n-gram (ngram.safetensors), checked: its tables, sorted keys of the
+    vocabulary's ids and positive counts."""
+    path = readable(Path(run_dir) / NGRAM)
+    try:
+        tensors = safetensors.torch.load_file(path)
+        return NGram.of_tensors(tensors, config.ngram, config.vocab_size)
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not the n-gram of this run ({e})") from None
 
 
 def save_weights(run_dir: Path, model: RNNLanguageModel) -> None:
@@ -336,8 +362,11 @@ def load_tokenizer(run_dir: Path, vocab_size: int):
 
 
 def load_best(run_dir: Path, config: ModelConfig, device: str | torch.device = "cpu"):
-    """The best model of a run (model.safetensors), ready to sample."""
-    return load_weights(best_path(run_dir), config, device)
+    """The best model of a run (model.safetensors, and its n-gram), ready to sample."""
+    model = load_weights(best_path(run_dir), config, device)
+    if config.ngram:
+        model.ngram = load_ngram(run_dir, config)
+    return model
 
 
 def best_path(run_dir: Path) -> Path:

@@ -187,7 +187,9 @@ class Base:
         weights = self.model.state_dict()
         with torch.no_grad():
             for name, tensor in model.state_dict().items():  # vocabulary rows first in each
-                saved = weights[name]
+                saved = weights.get(name)
+                if saved is None:  # ngram_weight where RUN had no n-gram: fitted anew
+                    continue
                 assert tensor.shape[1:] == saved.shape[1:], name
                 tensor[: saved.shape[0]].copy_(saved)
             if config.vocab_size > old:

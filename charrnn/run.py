@@ -22,6 +22,7 @@ from charrnn.corpus import CorpusConfig
 from charrnn.distributed import SINGLE, World
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.ngram import NGram
 from charrnn.runconfig import RunConfig, read_config, versions
 from charrnn.tokenizers import Tokenizer, TokenizerConfig
 from charrnn.training import pace
@@ -112,9 +113,9 @@ def create(
     torch.manual_seed(train_cfg.seed)
     # hook: RUN's weights, and rows for the new tokens
     model = base.grown_model(model_cfg, tok, train_ids) if base else RNNLanguageModel(model_cfg)
-    model = model.to(device)
+    model = with_ngram(model.to(device), train_ids)
     if world.is_main:
-        checkpoint.create_run(out, config.to_json(), tok)
+        checkpoint.create_run(out, config.to_json(), tok, model.ngram)
     preview = sampling.sample_config(tok, corpus_cfg.documents, length=200, temperature=0.8)
     return Job(model, tok, train_ids, val_ids, train_cfg, device, out, world, None, preview,
                [n for n in notes if n[1]])  # fmt: skip
@@ -153,11 +154,14 @@ def resume(
     train_ids, val_ids = data.split(encoded.ids, train.val_frac)
     memory.check_training(config.model, train.batch_size, train.seq_len, device)
     model, saved = checkpoint.load_last(run_dir, config.model, device)
+    model = with_ngram(model, train_ids)
     if world.is_main:
         config = replace(config, train=train, world_size=world.size)
         try:
             checkpoint.remove_leftovers(run_dir)
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_json())
+            if model.ngram is not None:  # the same tables: counted on the same text
+                checkpoint.save_ngram(run_dir, model.ngram)
         except OSError as e:
             raise CheckpointError(
                 f"{run_dir}: cannot write in it ({e.strerror}); a resumed run saves there"
@@ -168,6 +172,14 @@ def resume(
     preview = sampling.sample_config(tok, config.corpus.documents, length=200, temperature=0.8)
     return Job(model, tok, train_ids, val_ids, train, device, run_dir, world, saved, preview,
                notes)  # fmt: skip
+
+
+def with_ngram(model: RNNLanguageModel, train_ids) -> RNNLanguageModel:
+    """`model` with the n-gram of its training split beside it (--ngram; ngram.py)."""
+    c = model.config
+    if c.ngram:
+        model.ngram = NGram.count(train_ids, c.ngram, c.vocab_size)
+    return model
 
 
 def tie_if_they_fit(model_given: dict[str, Any], ctx) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 place that reads older format versions (migrate). run.py makes runs with it; api.load()
 loads one to use it. Nothing here trains or prints.
 
-    config.json, format_version 6
+    config.json, format_version 7
       model, train, tokenizer   ModelConfig, TrainConfig, TokenizerConfig: every key is a
                                 setting's name (settings.py); tokenizer holds what was asked
       corpus                    CorpusConfig, and what reading it gave: sources, files,
@@ -195,8 +195,16 @@ def _from_5(data: dict) -> dict:
     return {**data, "model": model}
 
 
+def _from_6(data: dict) -> dict:
+    """Format 7 added --ngram: a run made before has no n-gram beside its model."""
+    model = data.get("model")
+    if isinstance(model, dict):
+        model = {"ngram": 0, **model}
+    return {**data, "model": model}
+
+
 # format_version -> the step to the next
-MIGRATIONS = {1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4, 5: _from_5}
+MIGRATIONS = {1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4, 5: _from_5, 6: _from_6}
 
 
 def read_config(run_dir: Path) -> RunConfig:

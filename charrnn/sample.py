@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from charrnn import settings
+from charrnn import ngram, settings
 from charrnn.errors import ConfigError
 from charrnn.model import Clamp, RNNLanguageModel, State, clamp_units
 from charrnn.settings import at_least, not_negative, setting, within
@@ -166,13 +166,19 @@ class Sampler:
         self.model, self.config, self.eos_id, self.generator = model, config, eos_id, generator
         self.device = model.decoder.weight.device
         assert not graph or self.device.type == "cuda", "CUDA graphs need a CUDA device"
-        self.use_graph = self.device.type == "cuda" if graph is None else graph
+        assert not graph or model.ngram is None, "an n-gram's lookups cannot be captured"
+        plain = self.device.type == "cuda" and model.ngram is None
+        self.use_graph = plain if graph is None else graph
+        self.history = None  # with an n-gram (--ngram): each sample's last tokens [B, N-1]
         self.clamp = clamp_units(model, clamp) if clamp else None
         self.graph, self.steps = None, 0
 
     def _step(self, ids: Tensor, state: State, out: State | None = None):
-        """The model on one token per sample: ids [B] -> (logits [B, V], state)."""
-        return self.model.step(ids, state, clamp=self.clamp, out=out)
+        """The model on one token per sample: ids [B] -> (logits [B, V], state); with an
+        n-gram, the logits are the mixture's log-probabilities after each sample's tokens."""
+        logits, state = self.model.step(ids, state, clamp=self.clamp, out=out)
+        self.history = ngram.push(self.history, ids)
+        return ngram.next_log_probs(self.model, logits, self.history), state
 
     def start(self, prime: list[int], burn_in: int = 0) -> None:
         """Read the prime (an empty one is <eos>, the token every text starts from);
@@ -182,15 +188,20 @@ class Sampler:
         self.model.eval()
         if self.clamp is None:  # the whole prime as one window
             logits, state = self.model(prime_ids)  # [B, P, V]
-            logits = logits[:, -1]  # [B, V]: what follows the prime
+            self.history = ngram.start_history(self.model, prime or [self.eos_id], B, self.device)
+            logits = ngram.next_log_probs(self.model, logits[:, -1], self.history)  # [B, V]
         else:  # token by token, with the clamped units held from the start
             state = self.model.initial_state(B)
+            self.history = ngram.start_history(self.model, [], B, self.device)
             for t in range(prime_ids.shape[1]):
                 logits, state = self._step(prime_ids[:, t], state)
         if burn_in:
             logits, state = run_to_eos(
                 self._step, logits, state, cfg, self.eos_id, self.generator, burn_in
             )
+            # each sample goes on from right after its <eos> (one that made none in
+            # burn_in tokens, rare, too: its n-gram history restarts there)
+            self.history = ngram.start_history(self.model, [self.eos_id], B, self.device)
         self.logits = logits.contiguous()
         self.state = tuple(s.contiguous() for s in state)
         self.banned = None  # [V] True for the ids never to make

@@ -33,7 +33,7 @@ def test_train_writes_a_self_describing_run_directory(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "last", "metrics.jsonl"} <= names
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["format_version"] == 6 and config["step"] == 20
+    assert config["format_version"] == 7 and config["step"] == 20
     assert config["train"]["seq_len"] == 16 and config["model"]["hidden"] == 32
 
 

@@ -53,6 +53,6 @@ def test_a_format_1_run_resumes_and_is_upgraded(tmp_path):
                                  "--steps", "30"])  # fmt: skip
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
-    assert config["format_version"] == 6 and config["step"] == 30
+    assert config["format_version"] == 7 and config["step"] == 30
     assert config["tokenizer"]["tokenizer"] == "char"
     assert charrnn.load(run).config.step == 30

@@ -9,6 +9,8 @@ from charrnn import checkpoint
 from charrnn.errors import ConfigError
 from charrnn.metrics import evaluate
 from charrnn.model import ModelConfig, RNNLanguageModel
+from charrnn.ngram import mix
+from charrnn.run import with_ngram
 from charrnn.tokenizers import CharTokenizer
 from charrnn.training.config import TrainConfig
 from charrnn.training.loop import fit
@@ -34,12 +36,13 @@ def test_config_wants_exactly_one_duration():
         TrainConfig(steps=-2)
 
 
-def tiny(cell="lstm", dropout=0.0, seed=0, shortlist=0):
+def tiny(cell="lstm", dropout=0.0, seed=0, shortlist=0, ngram=0):
     tok = CharTokenizer.fit(TEXT)
     torch.manual_seed(seed)
     config = ModelConfig(tok.vocab_size, cell=cell, layers=2, hidden=24, embedding=8,
-                         dropout=dropout, shortlist=shortlist)  # fmt: skip
-    return RNNLanguageModel(config), tok, np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
+                         dropout=dropout, shortlist=shortlist, ngram=ngram)  # fmt: skip
+    ids = np.concatenate([[0], tok.encode(TEXT)]).astype(np.int32)
+    return with_ngram(RNNLanguageModel(config), ids[:-300]), tok, ids  # job()'s training split
 
 
 @pytest.mark.parametrize("shortlist", [0, 10])  # one softmax; the 10 first ids and the rest
@@ -62,10 +65,34 @@ def test_evaluate_scores_every_target_once(shortlist):
     assert m.words == tok.count_words(ids[1:])
 
 
-def run_fit(tmp_path, steps, stop_at=None, resume=None, dropout=0.3, shortlist=0):
-    model, tok, ids = tiny(dropout=dropout, shortlist=shortlist)
+def test_evaluate_scores_the_mixture_with_an_ngram_and_fits_its_weight():
+    model, tok, ids = tiny(ngram=3)
+    model.eval()
+    # half the text the trigram was counted on, half noise that only the (untrained,
+    # near uniform) network does not find surprising: a weight between 0 and 1
+    noise = np.random.default_rng(0).integers(0, tok.vocab_size, 250).astype(ids.dtype)
+    ids = np.concatenate([ids[:250], noise])
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(ids[:-1]).long()[None])
+    net = -F.cross_entropy(logits[0].double(), torch.from_numpy(ids[1:]).long(), reduction="none")
+    kn = model.ngram.logp(ids)
+    fitted = evaluate(model, ids, seq_len=400, tokenizer=tok, device="cpu", fit=True)
+    weight = float(model.ngram_weight)
+    assert fitted.ngram_weight == pytest.approx(weight) and 0 < weight < 1
+    assert fitted.net_loss == pytest.approx(-net.mean().item(), rel=1e-5)
+    assert fitted.loss == pytest.approx(-mix(net, kn, weight).mean().item(), rel=1e-5)
+    for other in (weight - 0.05, weight + 0.05):  # EM found the best weight
+        assert -mix(net, kn, other).mean().item() > fitted.loss
+    again = evaluate(model, ids, seq_len=400, tokenizer=tok, device="cpu")  # the weight kept
+    assert again.loss == pytest.approx(fitted.loss, rel=1e-9)
+    assert float(model.ngram_weight) == weight
+
+
+def run_fit(tmp_path, steps, stop_at=None, resume=None, dropout=0.3, shortlist=0, ngram=0):
+    model, tok, ids = tiny(dropout=dropout, shortlist=shortlist, ngram=ngram)
     if resume is not None:
         model, resume = load_last(tmp_path)
+        model = with_ngram(model, ids[:-300])
     else:
         start_run(tmp_path, model, tok)
     config = TrainConfig(seq_len=16, batch_size=4, steps=steps, eval_every=5, warmup_steps=3)
@@ -93,12 +120,14 @@ def test_fit_learns_and_writes_the_run_directory(tmp_path):
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "last").is_dir()
 
 
-@pytest.mark.parametrize("shortlist", [0, 10])
-def test_stop_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, shortlist):
-    whole, _ = run_fit(tmp_path / "a", steps=12, shortlist=shortlist)
-    _, reports = run_fit(tmp_path / "b", steps=12, stop_at=7, shortlist=shortlist)
+@pytest.mark.parametrize("shortlist, ngram", [(0, 0), (10, 0), (0, 3)])
+def test_stop_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, shortlist, ngram):
+    whole, _ = run_fit(tmp_path / "a", steps=12, shortlist=shortlist, ngram=ngram)
+    _, reports = run_fit(tmp_path / "b", steps=12, stop_at=7, shortlist=shortlist, ngram=ngram)
     assert reports[-1].kind == "stopped" and reports[-1].progress.step == 7
-    resumed, _ = run_fit(tmp_path / "b", steps=12, resume=True, shortlist=shortlist)
+    resumed, _ = run_fit(tmp_path / "b", steps=12, resume=True, shortlist=shortlist, ngram=ngram)
+    if ngram:  # its weight, fitted at each evaluation, is saved and restored with the model
+        assert float(resumed.ngram_weight) > 0  # (TEXT repeats itself: the trigram knows it)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 

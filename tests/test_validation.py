@@ -289,7 +289,7 @@ def test_a_format_2_run_keeps_its_dropout_its_length_and_its_lr():
     old = {"format_version": 2, "model": {"cell": "lstm", "dropout": 0.2},
            "train": {"steps": 100, "eval_every": 500}, "tokenizer": {}}  # fmt: skip
     new = runconfig.migrate(old, None)
-    assert new["format_version"] == 6 and new["model"]["variational"] is False
+    assert new["format_version"] == 7 and new["model"]["variational"] is False
     assert (new["train"]["patience"], new["train"]["lr_decay"]) == (0, 1.0)
     assert new["train"]["average"] == 0  # format 4's averaging: off for an old run
     assert new["tokenizer"]["word_split"] is None  # not a word run

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from charrnn import ngram
 from charrnn.api import Run
 from charrnn.sample import Pieces, filter_logits, sample_config
 from charrnn.serve.choices import Choice, Delta
@@ -58,6 +59,7 @@ class Job:
     read: int = 0  # prompt tokens read so far
     state: tuple[Tensor, ...] | None = None
     logits: Tensor | None = None  # [1, V] after the last token read
+    history: Tensor | None = None  # [1, N-1]: with an n-gram (--ngram), its last tokens
     echo: list = field(default_factory=list)  # the prompt's logprobs entries, if asked for
     inbox: Any = None  # the app's: where its deliveries go
 
@@ -88,6 +90,7 @@ class Engine:
         self.rows: list[Row] = []
         self.logits: Tensor | None = None
         self.state: tuple[Tensor, ...] | None = None
+        self.history: Tensor | None = None  # with an n-gram: each row's last tokens [B, N-1]
         self.pending: list[Job] = []
         self.reading: list[Job] = []
         self.wake = threading.Condition()
@@ -145,6 +148,7 @@ class Engine:
             jobs |= {id(j): j for j in self.pending}
             self.pending = []
         self.rows, self.reading, self.logits, self.state = [], [], None, None
+        self.history = None
         for job in jobs.values():
             job.done = True
         if jobs:
@@ -162,7 +166,8 @@ class Engine:
             if job.sampling.echo and job.sampling.logprobs is not None:
                 self._echo_logprobs(job, logits[0])
             job.read += chunk.shape[1]
-            job.logits = logits[:, -1]
+            job.history = ngram.histories(self.model, job.prime, [job.read], self.run.device)
+            job.logits = ngram.next_log_probs(self.model, logits[:, -1], job.history)
             if job.read < len(job.prime):
                 still.append(job)
             else:
@@ -173,7 +178,10 @@ class Engine:
         """The logprobs of the prompt's tokens that a chunk's logits [T, V] predict:
         logits[t] predicts prime[read + t + 1] (prime[0], <eos>, is no text)."""
         targets = job.prime[job.read + 1 : job.read + 1 + logits.shape[0]]
-        logp = logits[: len(targets)].float().log_softmax(-1)  # [T or T - 1, V]
+        ends = range(job.read + 1, job.read + 1 + len(targets))  # with an n-gram: its history
+        history = ngram.histories(self.model, job.prime, ends, self.run.device)
+        logits = ngram.next_log_probs(self.model, logits[: len(targets)], history)
+        logp = logits.float().log_softmax(-1)  # [T or T - 1, V]
         chosen = logp.gather(1, torch.tensor(targets, device=logp.device)[:, None])[:, 0]
         top = self._top(logp, job.sampling.logprobs)
         job.echo += list(zip(targets, chosen.tolist(), top))
@@ -198,11 +206,14 @@ class Engine:
             rows.append(Row(job, choice, generator))
         n = len(rows)
         logits, state = job.logits.expand(n, -1), tuple(s.expand(-1, n, -1) for s in job.state)
-        job.logits = job.state = None
+        history = job.history.expand(n, -1) if job.history is not None else None
+        job.logits = job.state = job.history = None
         if self.rows:
             logits = torch.cat([self.logits, logits])  # [B + n, V]
             state = tuple(torch.cat([a, b], 1) for a, b in zip(self.state, state))
+            history = torch.cat([self.history, history]) if history is not None else None
         self.logits, self.state = logits.contiguous(), tuple(s.contiguous() for s in state)
+        self.history = history
         self.rows += rows
         self._settings()
         if all(c.finish for c in job.choices):  # max_tokens 0: nothing to make
@@ -266,10 +277,12 @@ class Engine:
                 best = None if top is None or not k else dict(list(top[r].items())[:k])
                 lp = chosen[r] if chosen is not None and k is not None else None
                 row.choice.add(token, token == eos, lp, best)
+        self.history = ngram.push(self.history, ids)
         kept = self._after(tokens)
         if kept:
             ids = ids[kept] if len(kept) < len(tokens) else ids
-            self.logits, self.state = self.model.step(ids, self.state)
+            logits, self.state = self.model.step(ids, self.state)
+            self.logits = ngram.next_log_probs(self.model, logits, self.history)
 
     def _after(self, tokens: list[int]) -> list[int] | None:
         """Deliver what the step made; keep the rows still going (their indices)."""
@@ -293,6 +306,7 @@ class Engine:
             self.rows = [self.rows[r] for r in kept]
             self.logits = self.logits[index]
             self.state = tuple(s[:, index].contiguous() for s in self.state)
+            self.history = self.history[index] if self.history is not None else None
             self._settings()
         if delivery:
             self.deliver(delivery)

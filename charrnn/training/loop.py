@@ -120,9 +120,10 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
 
 
 def validate(trainer: Trainer, model) -> Metrics:
-    """`model`'s loss on the whole validation split."""
+    """`model`'s loss on the whole validation split (with an n-gram, the mixture's, at the
+    weight fitted there: ngram.py)."""
     return evaluate(model, trainer.val_ids, trainer.config.seq_len, trainer.tokenizer,
-                    trainer.device, trainer.world, trainer.val_counts)  # fmt: skip
+                    trainer.device, trainer.world, trainer.val_counts, fit=True)  # fmt: skip
 
 
 def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics, grads) -> dict:
@@ -140,6 +141,8 @@ def metrics_record(trainer: Trainer, train: Metrics | None, val: Metrics, grads)
             record.update({f"{split}_loss": m.loss, f"{split}_bpc": m.bpc})
             record[f"{split}_word_perplexity"] = m.word_perplexity
             record[f"{split}_token_perplexity"] = m.token_perplexity
+    if val.ngram_weight is not None:  # val_loss is the mixture's; the network's alone too
+        record.update(ngram_weight=val.ngram_weight, val_net_loss=val.net_loss)
     if grads is not None:  # the gradient's global norm before clipping, since the last one
         record.update(grad_norm_mean=grads.mean, grad_norm_max=grads.max,
                       clipped_frac=grads.clipped)  # fmt: skip
