@@ -197,3 +197,11 @@ def test_ngram_off_and_an_old_run_have_no_ngram(tmp_path):
     (run / "config.json").write_text(json.dumps(config))
     assert charrnn.load(run).config.model.ngram == 0
     assert math.isfinite(charrnn.load(run).score(TEXT).loss)
+
+
+def test_an_export_says_the_ngram_is_not_in_the_graph(word_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    result = runner.invoke(app, ["export", str(word_run[0]), "--onnx", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "the network alone: the run's n-gram (--ngram 3) is not in it" in result.output

@@ -148,3 +148,19 @@ def test_metrics_record_the_gradient_norm_before_clipping(tmp_path):
     lines = checkpoint.read_metrics(tmp_path)
     assert all(0 < m["grad_norm_mean"] <= m["grad_norm_max"] for m in lines)
     assert all(0 <= m["clipped_frac"] <= 1 for m in lines)
+
+
+def test_a_run_goes_on_while_the_network_improves_under_an_ngram_that_carries_the_mixture(
+    tmp_path,
+):
+    # TEXT repeats one passage: its trigram predicts it all but perfectly, the mixture's
+    # weight goes to 1 and the mixture's val loss stops moving at once; the network still
+    # learns, and validation must not call that a stall
+    _, reports = run_fit(tmp_path, steps=40, dropout=0.0, ngram=3)
+    lines = checkpoint.read_metrics(tmp_path)
+    mixture = [m["val_loss"] for m in lines]
+    stalls = sum(not b < min(mixture[: i + 1]) for i, b in enumerate(mixture[1:]))
+    assert stalls >= 4  # --patience 4 would have ended it on the mixture's alone
+    nets = [m["val_net_loss"] for m in lines]
+    assert nets[-1] < nets[0] and reports[-1].kind == "done"
+    assert reports[-1].progress.step == 40 and reports[-1].progress.ended is None

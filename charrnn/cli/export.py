@@ -36,3 +36,7 @@ def export(
     err.print(f"wrote {done.path} ({', '.join(done.inputs)} -> {', '.join(done.outputs)}) and "
               f"{beside}; onnxruntime agrees with PyTorch within {done.max_difference:.1e} "
               f"over {done.steps} steps", markup=False)  # fmt: skip
+    if run.model.ngram is not None:
+        order = run.model.ngram.order
+        err.print(f"the graph is the network alone: the run's n-gram (--ngram {order}) is "
+                  "not in it (docs/export.md)", markup=False)  # fmt: skip

@@ -102,7 +102,10 @@ def evaluate_and_save(trainer: Trainer, preview: SampleConfig) -> Report:
     record = metrics_record(trainer, train, val, grads)  # the lr of the steps behind it
     if average is not None:
         record["averaged"] = chosen is average.model
-    after_evaluation(trainer.config, p, val.loss < p.best_val_loss)  # into last/ with it
+    better = val.loss < p.best_val_loss
+    if val.net_loss is not None and val.net_loss < p.best_net_loss:  # the network learns
+        p.best_net_loss, better = val.net_loss, True
+    after_evaluation(trainer.config, p, better)  # into last/ with it
     if p.ended:
         record["ended"] = p.ended
     improved = trainer.save_evaluation(val, record, chosen)

@@ -27,6 +27,9 @@ class Progress:
     lr_scale: float = 1.0  # times --lr-decay at each evaluation without a better val loss,
     # and halved at each rollback
     stale: int = 0  # evaluations since the last better val loss (--patience counts them)
+    # --ngram: the network's own best val loss. While it still improves, validation has not
+    # stalled, even where the mixture, which the n-gram may carry early on, does not move.
+    best_net_loss: float = math.inf
     ended: str | None = None  # why the run ended before its length: "patience"
 
 

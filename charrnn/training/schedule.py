@@ -40,10 +40,10 @@ def eval_interval(windows_per_epoch: int, val_tokens: int, tokens_per_step: int)
 
 def after_evaluation(config: TrainConfig, p: Progress, improved: bool) -> None:
     """Validation decides: every --lr-patience evaluations in a row without a better val
-    loss multiply the learning rate by --lr-decay (as ReduceLROnPlateau and pytorch/examples'
-    word model do), and --patience of them end the run (as EarlyStopping does): the
-    length asked for is a cap. Updates `p` (saved in last/, so a resumed run decides as
-    this one would)."""
+    loss (`improved`; with an n-gram, of the mixture or of the network alone) multiply the
+    learning rate by --lr-decay (as ReduceLROnPlateau and pytorch/examples' word model do),
+    and --patience of them end the run (as EarlyStopping does): the length asked for is a
+    cap. Updates `p` (saved in last/, so a resumed run decides as this one would)."""
     p.stale = 0 if improved else p.stale + 1
     if p.stale and p.stale % config.lr_patience == 0:
         p.lr_scale *= config.lr_decay
