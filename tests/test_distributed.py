@@ -148,6 +148,30 @@ def test_resume_on_another_number_of_ranks_carries_on_the_same_run(runs, name, r
         assert b[2:] == pytest.approx(a[2:], rel=1e-5)
 
 
+def test_two_ranks_fit_a_word_models_ngram_weight_as_one_process_does(tmp_path):
+    """The trigram's weight is fitted by EM over the validation split that the ranks share
+    out: every rank gets one process's weight, and the same mixture's val loss."""
+    words = TEXT.split()
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("".join(" ".join(rng.choice(words, 10)) + "\n" for _ in range(150)))
+    word = ["--tokenizer", "word", "--hidden", "16", "--embedding", "16", "--seq-len", "8",
+            "--dropout", "0", "--input-dropout", "0", "--seed", "3", "--lr", "5",
+            "--min-lr-frac", "1", "--eval-every", "5", "--steps", "10",
+            "--device", "cpu"]  # fmt: skip
+    procs = {name: charrnn(ranks, tmp_path / f"{name}.log", "train", corpus, *word,
+                           "--batch-size", b, "--run-dir", tmp_path / name)
+             for name, (ranks, b) in {"two": (2, 2), "one": (1, 4)}.items()}  # fmt: skip
+    for name, proc in procs.items():
+        finish(proc, tmp_path / f"{name}.log")
+    one, two = (checkpoint.read_metrics(tmp_path / n) for n in ("one", "two"))
+    assert [m["step"] for m in two] == [m["step"] for m in one] == [5, 10]
+    for a, b in zip(one, two):
+        assert 0 < a["ngram_weight"] < 1
+        for key in ("ngram_weight", "val_loss", "val_net_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4), key
+
+
 def test_resume_refuses_ranks_that_cannot_share_the_streams(runs):
     root, _, _ = runs
     with pytest.raises(ConfigError, match="3 ranks cannot share them evenly"):
