@@ -125,6 +125,7 @@ def word_run(tmp_path_factory):
             "--run-dir", str(run)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "val is the mixture with the n-gram (weight 0." in " ".join(result.output.split())
     return run, corpus
 
 

@@ -170,7 +170,12 @@ def eval_table(report) -> Table:
     grads = (
         f"; gradient norm mean {g.mean:.3g}, max {g.max:.3g}, clipped {g.clipped:.0%}" if g else ""
     )
-    table.caption = best + grads
+    v = report.val
+    mixed = "" if v.ngram_weight is None else (
+        f"; val is the mixture with the n-gram (weight {v.ngram_weight:.2f}; the network "
+        f"alone {v.net_loss:.4f})"
+    )  # fmt: skip
+    table.caption = best + mixed + grads
     return table
 
 
