@@ -166,11 +166,11 @@ class Engine:
             if job.sampling.echo and job.sampling.logprobs is not None:
                 self._echo_logprobs(job, logits[0])
             job.read += chunk.shape[1]
-            job.history = ngram.histories(self.model, job.prime, [job.read], self.run.device)
-            job.logits = ngram.next_log_probs(self.model, logits[:, -1], job.history)
             if job.read < len(job.prime):
                 still.append(job)
-            else:
+            else:  # what follows the whole prompt (with an n-gram: the mixture, after it)
+                job.history = ngram.histories(self.model, job.prime, [job.read], self.run.device)
+                job.logits = ngram.next_log_probs(self.model, logits[:, -1], job.history)
                 self._join(job)
         self.reading = still
 
