@@ -17,7 +17,7 @@ same test part, like for like (bench/reference.py).
 
 On each row: the defaults (no flag but --time-budget), then one flag changed at a time
 around them: --dropout lower and higher, --lr halved and doubled, --hidden halved and
-doubled. A row meets the target when the defaults' test loss is within 2% of the best of
+doubled, and --ngram 0 where the defaults mix in an n-gram. A row meets the target when the defaults' test loss is within 2% of the best of
 its runs. Results go to bench/zoo.jsonl, one line per run, so an interrupted zoo carries on
 where it stopped (delete a line to run it again). Run it alone on an idle machine: a time
 budget measures the machine as much as the model.
@@ -146,7 +146,7 @@ def run_charrnn(row, flags: list[str], budget: float) -> dict:
         "ended": config.get("ended"), "best_step": config.get("best_step"),
         "epochs": metrics[-1]["epoch"] if metrics else None, "wall": round(wall, 1),
         "tokens_per_s": metrics[-1]["tokens"] / max(metrics[-1]["elapsed"], 1e-9),
-        "settings": {k: config["model"][k] for k in ("hidden", "dropout")}
+        "settings": {k: config["model"][k] for k in ("hidden", "dropout", "ngram")}
         | {k: config["train"][k] for k in ("lr", "eval_every")},
     }  # fmt: skip
 
@@ -165,7 +165,8 @@ def run_reference(row, budget: float, defaults_dir: Path) -> dict:
 
 def sweep(settings: dict, tokenizer: str) -> list[list[str]]:
     """One flag changed at a time around the defaults a run was given (a word model's
-    embedding is its hidden size: they are tied)."""
+    embedding is its hidden size: they are tied), and the network alone where the defaults
+    mixed in an n-gram (rows run before --ngram have no `ngram` in their settings)."""
     d, lr, h = settings["dropout"], settings["lr"], settings["hidden"]
     drops = (0.1, 0.25) if d == 0 else (round(max(0.0, d - 0.2), 2), round(min(0.7, d + 0.2), 2))
     tied = tokenizer == "word"
@@ -174,6 +175,7 @@ def sweep(settings: dict, tokenizer: str) -> list[list[str]]:
         ["--lr", f"{lr / 2:g}"], ["--lr", f"{lr * 2:g}"],
         *(["--hidden", str(x), *(["--embedding", str(x)] if tied else [])]
           for x in (h // 2, h * 2)),
+        *([["--ngram", "0"]] if settings.get("ngram") else []),
     ]  # fmt: skip
 
 
@@ -222,6 +224,7 @@ def table(names: list[str]) -> str:
         s = d["settings"]
         fitted = (
             f"h {s['hidden']}, dropout {s['dropout']:g}, lr {s['lr']:g}, every {s['eval_every']}"
+            + (f", ngram {s['ngram']}" if s.get("ngram") else "")
         )
         ended = f", ended {d['steps']:,}" if d.get("ended") else f", {d['steps']:,} steps"
         word = ""

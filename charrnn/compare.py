@@ -53,6 +53,11 @@ def _check_cells(text: str) -> str | None:
     return None
 
 
+# Every run's settings unless given: the networks are compared, without an n-gram (--ngram),
+# which would carry the same share of every run's predictions and narrow the gaps between
+# the cells (given, it mixes one into each run). The command's --help states them
+# (cli/compare.py); a plan holds only what was given otherwise.
+RUN_DEFAULTS = {"ngram": 0}
 CELLS_COMPARED = "lstm,gru,rnn"  # --cells when not given (with --init-from: RUN's cell)
 CELL_LIST = option(
     "cells", str | None, None, f"Cells to compare, comma-separated: any of {', '.join(CELLS)}.",
@@ -104,7 +109,7 @@ class Plan:
 
     def given(self, item: Planned) -> dict[str, Any]:
         """The settings of one run, as run.create takes them."""
-        return {**self.settings, "cell": item.cell, "seed": item.seed}
+        return {**RUN_DEFAULTS, **self.settings, "cell": item.cell, "seed": item.seed}
 
     def to_json(self) -> dict[str, Any]:
         return {"sources": list(self.sources), "cells": list(self.cells), "seeds": self.seeds,
@@ -119,7 +124,9 @@ def plan(
     """A checked plan: every setting given is checked as run.create checks it, for every
     cell, before anything is read or written; with `init_from`, against that run too
     (whose cell is then the one compared, unless `cells` names others, which it refuses)."""
-    given = {k: v for k, v in given.items() if v is not None}
+    # a setting at compare's own default is not kept as given: a plan made before it holds none
+    given = {k: v for k, v in given.items()
+             if v is not None and not (k in RUN_DEFAULTS and RUN_DEFAULTS[k] == v)}  # fmt: skip
     assert not {"cell", "seed"} & set(given), "compare sets the cell and seed of each run"
     base = finetune.load(init_from) if init_from is not None else None
     cells = cells or (base.config.model.cell if base else CELLS_COMPARED)
@@ -130,7 +137,7 @@ def plan(
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, not {seeds}")
     for cell in chosen:  # what run.create checks before it reads the corpus
-        asked = {**given, "cell": cell}
+        asked = {**RUN_DEFAULTS, **given, "cell": cell}
         asked = base.settings_for(asked, torch.device(device))[0] if base else asked
         run.resolve_settings(asked, torch.device(device))
     return Plan(tuple(sources), chosen, seeds, given, torch.device(device).type, world.size,

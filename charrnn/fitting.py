@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from charrnn.ngram import max_order
 from charrnn.training.pace import Pace
 from charrnn.training.schedule import eval_interval
 
@@ -69,6 +70,13 @@ HOTTER = {"char": 2.0, "word": 1.0}
 # "Averaged weights").
 AVERAGE = {"char": 0, "word": 2}
 
+# --ngram (ngram.py): the order ModelConfig declares for the tokenizer, off for a training
+# split longer than this, whose tables would be too large to keep beside the weights (the
+# built-in python corpus, 10.9M characters, holds 3.6M n-grams of orders 1 to 7: 57 MB,
+# counted in 5 s; natural text holds about one n-gram of order 7 or under per character),
+# and no longer than an int64 keys for the vocabulary (ngram.max_order).
+NGRAM_MOST_TOKENS = 16_000_000
+
 # Settings that take the fitted dropout too, per tokenizer: a word model's embedded inputs
 # are dropped as its outputs are (AWD-LSTM's dropouti, locked as --dropout is).
 WITH_DROPOUT = {"char": (), "word": ("input_dropout",)}
@@ -102,12 +110,13 @@ def narrower(context: tuple[str, ...], hidden: int, pace: Pace,
 def fit(
     context: tuple[str, ...], train_tokens: int, val_tokens: int, windows_per_epoch: int,
     tokens_per_step: int, pace: Pace, given: Mapping[str, Any], narrowed: str = "",
-    hidden: int | None = None, lr: float = 0.0,
+    hidden: int | None = None, lr: float = 0.0, ngram: int = 0, vocab_size: int = 1,
 ) -> Fitted:  # fmt: skip
     """The fitted defaults of the settings not `given`, for a run on `context` (device
     type, tokenizer) whose training split has `train_tokens`, read `pace.epochs` times.
     `hidden`: the width narrower() gave, `narrowed` why (or None and ""); `lr`: the
-    run's learning rate before fitting."""
+    run's learning rate before fitting; `ngram`: the declared order for the tokenizer,
+    `vocab_size` the run's."""
     _, tokenizer, optimizer = context
     family = _family(tokenizer)
     dropout = first_under(DROPOUT[family], pace.epochs)
@@ -118,13 +127,26 @@ def fit(
     train: dict[str, Any] = {"eval_every": every, "average": AVERAGE[family] * every}
     if hidden is not None and optimizer == "adamw" and HOTTER[family] != 1:
         train["lr"] = lr * HOTTER[family]
+    order, why_order = ngram_order(ngram, train_tokens, vocab_size)
+    if order != ngram:
+        model["ngram"] = order
     model = {k: v for k, v in model.items() if given.get(k) is None}
     train = {k: v for k, v in train.items() if given.get(k) is None}
     per_epoch = windows_per_epoch / every
     evals = f"{per_epoch:.0f} evaluations an epoch" if per_epoch >= 1.5 else (
         f"an evaluation every {1 / per_epoch:.1f} epochs")  # fmt: skip
     why = f"{train_tokens:,} train tokens, {narrowed}{pace.how}, {evals}"
-    return Fitted(model, train, why)
+    return Fitted(model, train, why + (why_order if "ngram" in model else ""))
+
+
+def ngram_order(declared: int, train_tokens: int, vocab_size: int) -> tuple[int, str]:
+    """The n-gram's order for a training split of `train_tokens` over `vocab_size` ids,
+    from the `declared` one, and why it is shorter ("" where it is not)."""
+    if declared and train_tokens > NGRAM_MOST_TOKENS:
+        return 0, f"; no n-gram over {NGRAM_MOST_TOKENS // 1_000_000}M train tokens"
+    if declared > max_order(vocab_size):
+        return max_order(vocab_size), f"; the longest n-gram {vocab_size:,} ids can key"
+    return declared, ""
 
 
 def first_under(table: tuple[tuple[float | None, Any], ...], value: float) -> Any:

@@ -111,12 +111,13 @@ class ModelConfig:
         "than the vocabulary).", by={"word": 2000, "cuda word": 0}, check=at_least(0),
     )  # fmt: skip
 
-    # A word model's predictions mixed with a Kneser-Ney trigram of its training text
-    # (ngram.py): 3% to 13% lower test perplexity per word on the zoo's word rows and
-    # WikiText-2, measured offline on trained models (bench/RESULTS.md).
+    # A model's predictions mixed with a Kneser-Ney n-gram of its training text (ngram.py):
+    # a word trigram gave 3% to 13% lower test perplexity per word on the zoo's word rows
+    # and WikiText-2, and characters of order 7 ... (bench/RESULTS.md). fitting.py turns it
+    # off for a text too long to count and shortens it for a vocabulary too large to key.
     ngram: int = setting(
-        0, "Mix in an n-gram model of the training text (0: off).",
-        by={"word": 3}, check=at_least(0),
+        0, "Mix in an n-gram of the training text (0: off).",
+        by={"char": 7, "word": 3}, check=at_least(0), fitted="char 7, word 3, else 0",
     )  # fmt: skip
 
     def __post_init__(self):

@@ -267,7 +267,9 @@ def fit_to_text(
     streams = train_cfg.batch_size * world.size
     windows = -(-((n_train - 1) // streams) // train_cfg.seq_len)  # as data.Streams cuts them
     given = {k: v for k, v in given.items() if v is not None}
-    model = settings.resolve(ModelConfig, asked.model_given, asked.context, vocab_size=vocab_size)
+    declared = settings.default_of(ModelConfig, "ngram", asked.context)
+    model = settings.resolve(ModelConfig, {"ngram": 0, **asked.model_given}, asked.context,
+                             vocab_size=vocab_size)  # the n-gram's order is fitted below
     paced = pace.planned(train_cfg, model, windows, streams * train_cfg.seq_len, device, world)
     half, narrowed = fitting.narrower(asked.context, model.hidden, paced, given), ""
     if half is not None:  # too few steps at the default width: half of it, paced again
@@ -277,7 +279,8 @@ def fit_to_text(
                                     device, world), paced  # fmt: skip
         narrowed = f"about {first.steps:,.0f} steps of --hidden {model.hidden * 2}, so "
     return fitting.fit(asked.context, n_train, n_val, windows, streams * train_cfg.seq_len,
-                       paced, given, narrowed, half, train_cfg.lr)  # fmt: skip
+                       paced, given, narrowed, half, train_cfg.lr, declared,
+                       vocab_size)  # fmt: skip
 
 
 def fitted_line(config: RunConfig, fitted: fitting.Fitted) -> str:

@@ -57,6 +57,7 @@ def test_one_ordinary_run_per_cell_and_seed_with_the_same_text_and_budget(done):
         cell, seed = name.split("-seed")
         assert config["model"]["cell"] == cell and config["train"]["seed"] == int(seed)
         assert config["step"] == 6 and config["train"]["steps"] == 6
+        assert config["model"]["ngram"] == 0  # the networks compared, no n-gram (not given)
         assert (out / name / "model.safetensors").exists() and (out / name / "last").is_dir()
         same = {**config["train"], "seed": None}, {**config["model"], "cell": None}
         first = configs["lstm-seed0"]

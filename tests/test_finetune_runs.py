@@ -55,6 +55,11 @@ def root(tmp_path_factory):
     return root
 
 
+def best_step(run: Path) -> int:
+    """The step of a run's best model: the one a run fine-tuned from it begins at."""
+    return json.loads((run / "config.json").read_text())["best_step"]
+
+
 def first_line(run: Path, text: str) -> str:
     """The first line `charrnn train` printed for a run (re-made with --steps 1)."""
     out = run.parent / f"{run.name}-again"
@@ -68,7 +73,8 @@ def test_the_first_line_says_where_the_run_began_and_the_fine_tuning_defaults(ro
     line = first_line(root / "char", root / "tuned.txt")
     assert f"; fine-tuning defaults: --lr {finetune.LR_SCALE * 8e-3:g}; from" in line
     added, weights = len(set(NEW) - set(TEXT)), charrnn.load(root / "char").model
-    assert line.endswith(f"; from {root / 'char'} (step 20): {count_parameters(weights):,} "
+    step = best_step(root / "char")
+    assert line.endswith(f"; from {root / 'char'} (step {step}): {count_parameters(weights):,} "
                          f"weights; vocabulary {len(set(TEXT)) + 1} + {added} new "
                          "characters")  # fmt: skip
     given = train(root / "tuned.txt", *TINY, "--init-from", root / "char", "--lr", "0.01",
@@ -83,20 +89,20 @@ def test_config_json_records_where_it_began_and_info_shows_it(root):
     tuned = json.loads((root / "tuned" / "config.json").read_text())
     weights = (root / "char" / "model.safetensors").read_bytes()
     assert tuned["init_from"] == {
-        "run": str(root / "char"), "step": 20, "sha256": hashlib.sha256(weights).hexdigest(),
+        "run": str(root / "char"), "step": best_step(root / "char"), "sha256": hashlib.sha256(weights).hexdigest(),
         "vocab_size": len(set(TEXT)) + 1,
     }  # fmt: skip
     assert tuned["format_version"] == checkpoint.FORMAT_VERSION
     assert tuned["model"]["hidden"] == 32 and tuned["tokenizer"]["tokenizer"] == "char"
     assert "init_from" not in json.loads((root / "char" / "config.json").read_text())
     run = charrnn.load(root / "tuned")
-    assert run.config.init_from.step == 20 and run.config.init_from.run == str(root / "char")
+    assert run.config.init_from.step == tuned["init_from"]["step"] and run.config.init_from.run == str(root / "char")
     info = runner.invoke(app, ["info", str(root / "tuned"), "--json"])
     assert json.loads(info.stdout)["init_from"] == tuned["init_from"]
     table = runner.invoke(app, ["info", str(root / "tuned")])
     words = " ".join(table.stdout.split())  # the table's rows, folded at 80 columns, as one
     sha, size = tuned["init_from"]["sha256"][:12], len(set(TEXT)) + 1
-    said = f"init from {root / 'char'} at step 20 (model.safetensors sha256 {sha}...); its"
+    said = f"init from {root / 'char'} at step {best_step(root / 'char')} (model.safetensors sha256 {sha}...); its"
     assert f"{said} {size} tokens, {len(set(NEW) - set(TEXT))} added" in words
 
 

@@ -163,8 +163,10 @@ def snapshot(root: Path) -> list:
 
 
 def nan_weights(path: Path) -> None:
+    """NaN in every weight of the network (the n-gram's weight, --ngram, is left as it was)."""
     tensors = safetensors.torch.load_file(path)
-    safetensors.torch.save_file({k: v * float("nan") for k, v in tensors.items()}, path)
+    nan = {k: v if k == "ngram_weight" else v * float("nan") for k, v in tensors.items()}
+    safetensors.torch.save_file(nan, path)
 
 
 class Exploit:

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 import charrnn
-from charrnn import checkpoint, ngram
+from charrnn import checkpoint, fitting, ngram
 from charrnn.cli import app
 from charrnn.model import ModelConfig
 from charrnn.ngram import NGram, fit_weight, mix
@@ -206,3 +206,34 @@ def test_an_export_says_the_ngram_is_not_in_the_graph(word_run, tmp_path):
     result = runner.invoke(app, ["export", str(word_run[0]), "--onnx", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert "the network alone: the run's n-gram (--ngram 3) is not in it" in result.output
+
+
+def test_the_order_is_the_tokenizers_shortened_for_a_large_vocabulary_off_for_a_long_text():
+    assert fitting.ngram_order(7, 1_000_000, 65) == (7, "")
+    assert fitting.ngram_order(0, 1_000_000, 65) == (0, "")
+    assert fitting.ngram_order(3, 10_000, 10_000) == (3, "")
+    order, why = fitting.ngram_order(7, 1_000_000, 3_000)
+    assert order == ngram.max_order(3_000) == 5 and "the longest n-gram 3,000 ids can key" in why
+    order, why = fitting.ngram_order(7, fitting.NGRAM_MOST_TOKENS + 1, 65)
+    assert order == 0 and "no n-gram over 16M train tokens" in why
+
+
+def test_a_char_run_mixes_in_an_order_7_ngram_and_a_large_alphabet_a_shorter_one(tmp_path):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    tiny = ["--steps", "2", "--eval-every", "2", "--hidden", "16", "--batch-size", "2"]
+    result = runner.invoke(app, ["train", str(corpus), *tiny, "--run-dir", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert charrnn.load(tmp_path / "a").config.model.ngram == 7
+    assert "--ngram" not in result.stderr.splitlines()[1]  # the fitted line: nothing fitted
+    # 600 distinct characters: keys of 7 ids of 601 would not fit an int64
+    alphabet = "".join(map(chr, range(0x4E00, 0x4E00 + 600)))
+    corpus.write_text((alphabet + "\n") * 4, encoding="utf-8")
+    result = runner.invoke(app, ["train", str(corpus), *tiny, "--run-dir", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    fitted = result.stderr.splitlines()[1]
+    assert "the longest n-gram 602 ids can key" in fitted and " --ngram 6 " in fitted
+    assert charrnn.load(tmp_path / "b").config.model.ngram == 6 == ngram.max_order(602)
+    given = runner.invoke(app, ["train", str(corpus), *tiny, "--ngram", "7", "--run-dir",
+                                str(tmp_path / "c")])  # fmt: skip
+    assert given.exit_code == 2 and "--ngram 7 is too long for a vocabulary of 602" in given.stderr

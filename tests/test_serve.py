@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from charrnn import api
+from charrnn.ngram import mix
 
 from .conftest import TEXT, ServerProcess, cli_train
 
@@ -143,7 +144,9 @@ def test_logprobs_and_echo(server, run):
     ids = torch.tensor([[0, *run.tokenizer.encode("Fir").tolist()]])  # <eos> first
     with torch.no_grad():
         logp = run.model(ids)[0][0].log_softmax(-1)  # [T, V]
-    want = [logp[t, ids[0, t + 1]].item() for t in range(3)]
+    want = logp[torch.arange(3), ids[0, 1:]].double()
+    assert run.model.ngram is not None  # a char model's default: the mixture with its n-gram
+    want = mix(want, run.model.ngram.logp(ids[0].numpy()), float(run.model.ngram_weight)).tolist()
     assert lp["token_logprobs"][:3] == pytest.approx(want, abs=1e-5)  # the prompt's own
     plain = post(server, {"prompt": "Fir", "max_tokens": 4, "logprobs": 0}).json()
     offsets = plain["choices"][0]["logprobs"]["text_offset"]

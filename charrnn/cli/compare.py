@@ -34,7 +34,8 @@ HOW = {"new": "new run", "restart": "started again (it stopped before its first 
 
 
 @command(summary="Train several cells on the same text and budget, and compare them.")
-@with_settings(ModelConfig, TrainConfig, TokenizerConfig, CorpusConfig, skip=["cell", "seed"])
+@with_settings(ModelConfig, TrainConfig, TokenizerConfig, CorpusConfig, skip=["cell", "seed"],
+               defaults=comparing.RUN_DEFAULTS)  # fmt: skip
 def compare(
     sources: Corpus = None,
     *,
