@@ -67,6 +67,10 @@ class NGram:
         unigram[self.keys[0]] = (c - D).clamp(min=0)
         total = float(c.sum()) or 1.0
         self.unigram = (unigram + D * len(c) / V) / total if len(c) else torch.full((V,), 1 / V)
+        # numpy views of the same memory, for log_probs: per order n >= 2 (contexts, total,
+        # types, keys, counts)
+        self.arrays = [tuple(t.numpy() for t in (*ctx, k, c))
+                       for ctx, k, c in zip(self.contexts, self.keys, self.counts)]  # fmt: skip
 
     @classmethod
     def count(cls, ids: np.ndarray, order: int, vocab_size: int) -> NGram:
@@ -135,30 +139,31 @@ class NGram:
 
     def log_probs(self, history: Tensor) -> Tensor:
         """log p_kn of every next token after each row of `history` [B, N-1] (its last
-        tokens, oldest first; -1 where there is none): [B, V] float32 on history's device."""
-        device, h = history.device, history.cpu().long()
+        tokens, oldest first; -1 where there is none): [B, V] float32 on history's device.
+        A sampler calls it after every token, so it works in numpy: a few small arrays a
+        level, where torch's per-operation overhead was most of a char sampler's step."""
+        device, h = history.device, history.cpu().long().numpy()
         V, B = self.vocab_size, h.shape[0]
-        p = self.unigram.expand(B, V).clone()
+        p = np.repeat(self.unigram.numpy()[None], B, 0)
+        context = np.zeros(B, dtype=np.int64)
         for n in range(2, self.order + 1):
             last = h[:, h.shape[1] - (n - 1) :]  # [B, n-1]
-            context = _key(last.clamp(min=0), V)
-            found, at = _find(self.contexts[n - 1][0], context)
-            found &= (last >= 0).all(1)
+            context = context + np.maximum(last[:, 0], 0) * V ** (n - 2)  # its oldest token added
+            contexts, total, types, keys, counts = self.arrays[n - 1]
+            if not len(contexts):
+                continue
+            at = np.minimum(np.searchsorted(contexts, context), len(contexts) - 1)
+            found = (contexts[at] == context) & (last[:, 0] >= 0)  # -1s come first: no gap
             if not found.any():
                 continue
-            _, total, types = self.contexts[n - 1]
-            keys, counts, D = self.keys[n - 1], self.counts[n - 1], self.discounts[n - 1]
-            lo = torch.searchsorted(keys, context * V)
-            hi = torch.where(found, torch.searchsorted(keys, context * V + V), lo)
-            lengths = hi - lo  # the n-grams seen after each row's context
-            rows = torch.repeat_interleave(torch.arange(B), lengths)
-            starts = torch.repeat_interleave(lo - (lengths.cumsum(0) - lengths), lengths)
-            at_seen = starts + torch.arange(len(rows))
-            discounted = torch.zeros(B, V, dtype=torch.float64)
-            discounted[rows, keys[at_seen] % V] = (counts[at_seen] - D).clamp(min=0)
-            higher = (discounted + D * types[at, None] * p) / total[at, None]
-            p = torch.where(found[:, None], higher, p)
-        return p.log().float().to(device)
+            lo = np.searchsorted(keys, context * V)
+            lengths = np.where(found, np.searchsorted(keys, context * V + V) - lo, 0)
+            rows = np.repeat(np.arange(B), lengths)  # the n-grams seen after each row's context
+            seen = np.repeat(lo - (lengths.cumsum() - lengths), lengths) + np.arange(len(rows))
+            higher = p * (self.discounts[n - 1] * types[at])[:, None]
+            higher[rows, keys[seen] % V] += np.maximum(counts[seen] - self.discounts[n - 1], 0)
+            p = np.where(found[:, None], higher / total[at][:, None], p)
+        return torch.from_numpy(np.log(p)).float().to(device)
 
     def __deepcopy__(self, memo) -> NGram:
         return self  # its tables never change: a copied model (average.py) shares them
