@@ -1,6 +1,8 @@
 """Time to quality of every cell on tiny-shakespeare: a small learning-rate sweep per cell
 at a short budget, then each cell's best rate at the full budget (bench/quality.py's run:
-90/10 split, the whole validation split scored). Prints a markdown table.
+90/10 split, the whole validation split scored). The networks alone: every run has
+`--ngram 0` (a char model's default n-gram would carry the same share of every cell's
+predictions; `-- --ngram 7` mixes it in). Prints a markdown table.
 
     python bench/cells_quality.py                              # all cells, sweep 1m, final 3m
     python bench/cells_quality.py --cells lstm,gru --lrs 4e-3,8e-3 -- --forget-bias 1
@@ -42,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for cell in args.cells.split(","):
-        flags = ["--cell", cell, *args.train_args]
+        flags = ["--cell", cell, "--ngram", "0", *args.train_args]  # a flag given wins
         swept = {lr: val_loss(args.sweep, [*flags, "--lr", lr]) for lr in args.lrs.split(",")}
         best = min(swept, key=swept.get)
         final = measure(args.final, [*flags, "--lr", best])

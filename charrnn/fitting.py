@@ -3,9 +3,11 @@ that depend on how much text there is get their values from it, not from one tex
 tuned them on: the model's width (and with it the learning rate) from the steps the run
 has time for, dropout from the passes it will make over its training split (a text read
 many times overfits; pace.py says how many), the evaluations' interval from the split's
-size, and whether (and over how many steps) to average the weights.
+size, whether (and over how many steps) to average the weights, and the n-gram's order
+from the split's size and the vocabulary.
 
     narrower(context, hidden, pace, given) -> the width for a run too short for `hidden`
+    ngram_order(declared, train_tokens, vocab_size) -> (the order, why it is shorter)
     fit(context, train_tokens, val_tokens, windows_per_epoch, tokens_per_step, pace, given,
         ...) -> Fitted(model settings, train settings, why)
 
